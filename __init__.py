@@ -1,0 +1,15 @@
+"""ComfyUI-VORTA: routed sparse attention (VORTA) for Wan 2.x and HunyuanVideo in ComfyUI.
+
+ComfyUI imports this folder as a package under whatever name it has on disk; nothing heavy is imported
+here.  The nodes are registered through the V3 entry point ``comfy_entrypoint``.
+"""
+
+WEB_DIRECTORY = None
+__all__ = ["comfy_entrypoint"]
+
+
+async def comfy_entrypoint():
+    """V3 extension entry point (called by ComfyUI after import)."""
+    from .nodes import VortaExtension
+
+    return VortaExtension()

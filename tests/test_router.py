@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+
+from comfyui_vorta.vorta.config import CORESET, FULL, SLIDING
+from comfyui_vorta.vorta.router import (Router, hard_decisions, make_random_routers, official_layer_names, router_input,
+                                        routing_table, timestep_sinusoid)
+
+
+def test_sinusoid_matches_comfyui_formula():
+    t = torch.tensor([0.0, 1.0, 437.0, 999.0])
+    half = 128
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) / half)
+    ang = t.double()[:, None] * freqs[None]
+    expected = torch.cat([torch.cos(ang), torch.sin(ang)], 1).float()
+    assert torch.allclose(timestep_sinusoid(t), expected, atol=1e-6)
+
+
+def test_router_module_layout_and_branch_order():
+    r = Router(dim=8, heads=2)
+    with torch.no_grad():
+        r.linear.weight.zero_()
+        r.linear.bias.copy_(torch.tensor([0, 5, 0, 0, 0, 5.0]))  # row h*3+e: head0 -> coreset, head1 -> sliding
+    p = r(torch.randn(3, 8))
+    assert p.shape == (3, 2, 3)
+    assert torch.allclose(p.sum(-1), torch.ones(3, 2))
+    assert hard_decisions(p, 0.3).tolist() == [CORESET, SLIDING]
+
+
+def test_decisions_use_batch_element_zero_and_tau_fallback():
+    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.34, 0.33, 0.33]], [[0.9, 0.05, 0.05], [0.0, 0.0, 1.0]]])
+    assert hard_decisions(probs, 0.3).tolist() == [CORESET, FULL]
+    assert hard_decisions(probs, 0.45).tolist() == [CORESET, FULL]
+    assert hard_decisions(probs, 0.6).tolist() == [FULL, FULL]  # 0.5 < 0.6 falls back to full
+
+
+def test_router_set_equals_per_layer_modules_in_bf16():
+    rs = make_random_routers("hunyuan", official_layer_names("hunyuan", double=2, single=3), dim=64, heads=4, seed=1)
+    temb = torch.randn(2, 64)
+    probs = rs.probabilities(temb)
+    assert probs.shape == (5, 2, 4, 3) and probs.dtype == torch.bfloat16
+    for i in range(5):
+        assert torch.equal(rs.router(i)(temb), probs[i])
+    assert rs.decide(temb).shape == (5, 4)
+
+
+def test_routing_table_depends_only_on_timestep():
+    rs = make_random_routers("wan", official_layer_names("wan", 3), dim=32, heads=6, seed=2, dtype=torch.float32)
+    mlp = torch.nn.Sequential(torch.nn.Linear(256, 32), torch.nn.SiLU(), torch.nn.Linear(32, 32))
+    table = routing_table(rs, mlp, [999.0, 500.0, 10.0])
+    assert table.shape == (3, 3, 6)
+    again = rs.decide(router_input(mlp, torch.tensor([500.0, 500.0])))
+    assert torch.equal(table[1], again)

@@ -1,0 +1,162 @@
+"""Reference branches in plain PyTorch: the oracles every kernel is tested against.
+
+All functions take head-split tensors ``[B, h, S, D]`` with ``S = L + T``: the ``L`` video tokens of the
+grid in raster order, then ``T`` text tokens (HunyuanVideo; ``T = 0`` for Wan).  ``text_valid`` gives the
+number of valid (unpadded) text tokens per batch element (``None``: all valid).  Text rules (spec §4.4,
+§6.3-6.4): valid text is seen by every query and sees every key; padded text is never a key and its
+query rows output 0.  Results are returned in the input dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import BucketLayout, TileLayout, TokenGrid, Triple, key_tile_table
+
+_CHUNK_ELEMENTS = 1 << 26  # keys gathered per sliding-reference chunk: bounds CPU memory at any size
+
+
+def text_key_mask(batch: int, text_len: int, text_valid: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    """(B, T) bool: which text tokens are valid keys, or None when every text token is valid."""
+    if text_len == 0 or text_valid is None:
+        return None
+    valid = torch.as_tensor(text_valid, device=device).reshape(-1, 1)
+    return (torch.arange(text_len, device=device)[None, :] < valid).expand(batch, text_len)
+
+
+def _zero_padded_text_rows(out: torch.Tensor, video_len: int, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    if text_mask is not None:
+        out[:, :, video_len:] = out[:, :, video_len:] * text_mask[:, None, :, None].to(out.dtype)
+    return out
+
+
+def full_attention(q, k, v, text_len: int = 0, text_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Branch 0: softmax(QK^T/sqrt(D))V over [video; valid text]."""
+    B, _, S, _ = q.shape
+    tmask = text_key_mask(B, text_len, text_valid, q.device)
+    mask = None
+    if tmask is not None:
+        mask = torch.cat([torch.ones(B, S - text_len, dtype=torch.bool, device=q.device), tmask], 1)[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return _zero_padded_text_rows(out, S - text_len, tmask)
+
+
+def sliding_tile_attention(
+    q, k, v, grid: TokenGrid, tile: Triple, window: Triple, text_len: int = 0, text_valid: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Branch 2: each video query sees the key tiles of its (clamped) window plus valid text; text queries
+    see everything.  Works tile-chunk by tile-chunk by gathering each query tile's key tiles, so it never
+    builds an L x L mask."""
+    B, h, S, D = q.shape
+    L = grid.numel
+    if S != L + text_len:
+        raise ValueError(f"sequence length {S} != grid {grid.shape} ({L} tokens) + {text_len} text tokens")
+    layout = TileLayout(grid, tile)
+    slots = layout.tile_token_index().to(q.device)  # (nT, P) raster index or -1
+    table = key_tile_table(grid, tuple(tile), tuple(window)).to(q.device)  # (nT, W) key tiles or -1
+    n_tiles, P = slots.shape
+    tmask = text_key_mask(B, text_len, text_valid, q.device)
+
+    def padded(x):  # one extra zero row at index L stands in for padded slots
+        return torch.cat([x[:, :, :L], x.new_zeros(B, h, 1, D)], 2)
+
+    qp, kp, vp = padded(q), padded(k), padded(v)
+    safe_slots = torch.where(slots < 0, torch.full_like(slots, L), slots)
+    out = q.new_empty(B, h, S, D)
+    per_tile = table.shape[1] * P + text_len
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, B * h * per_tile * D))
+    for start in range(0, n_tiles, chunk):
+        tiles = torch.arange(start, min(start + chunk, n_tiles), device=q.device)
+        key_tiles = table[tiles]  # (c, W)
+        key_slots = slots[key_tiles.clamp(min=0)]  # (c, W, P)
+        key_ok = (key_tiles[..., None] >= 0) & (key_slots >= 0)
+        key_idx = torch.where(key_ok, key_slots, torch.full_like(key_slots, L)).flatten(1)  # (c, W*P)
+        qi = qp[:, :, safe_slots[tiles]]  # (B, h, c, P, D)
+        ki, vi = kp[:, :, key_idx], vp[:, :, key_idx]  # (B, h, c, W*P, D)
+        mask = key_ok.flatten(1)[None, None, :, None, :].expand(B, 1, -1, 1, -1)  # (B, 1, c, 1, W*P)
+        if text_len:
+            c = tiles.numel()
+            ki = torch.cat([ki, k[:, :, None, L:].expand(B, h, c, text_len, D)], 3)
+            vi = torch.cat([vi, v[:, :, None, L:].expand(B, h, c, text_len, D)], 3)
+            tm = torch.ones(B, text_len, dtype=torch.bool, device=q.device) if tmask is None else tmask
+            mask = torch.cat([mask, tm[:, None, None, None, :].expand(B, 1, c, 1, text_len)], 4)
+        oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)  # (B, h, c, P, D)
+        valid = slots[tiles] >= 0
+        out[:, :, slots[tiles][valid]] = oi[:, :, valid]
+    if text_len:
+        out[:, :, L:] = full_attention(q, k, v, text_len, text_valid)[:, :, L:]
+    return out
+
+
+def coreset_select(x: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
+    """(B, h, P) raster indices of the kept tokens of ``x`` (B, h, L, D), in the official pooled order:
+    all bucket centers in bucket order, then each bucket's kept margins, least similar to the center first.
+
+    Similarity is the cosine between center and margin, computed in fp32 (the official code uses bf16,
+    where ties are common and broken arbitrarily by an unstable sort); ties keep the lower slot first."""
+    B, h, L, D = x.shape
+    members = layout.members().to(x.device)  # (G, Bk) raster index or -1
+    center_slot = layout.center_slot().to(x.device)  # (G,)
+    keep = layout.keep_count().to(x.device)  # (G,)
+    G, Bk = members.shape
+    xn = F.normalize(x.float(), dim=-1, eps=1e-12)
+    xb = xn[:, :, members.clamp(min=0)]  # (B, h, G, Bk, D)
+    center_idx = members.gather(1, center_slot[:, None]).squeeze(1)  # (G,)
+    sim = (xb * xn[:, :, center_idx, None, :]).sum(-1)  # (B, h, G, Bk)
+    excluded = (members < 0) | (torch.arange(Bk, device=x.device)[None, :] == center_slot[:, None])
+    sim = sim.masked_fill(excluded, float("inf"))
+    order = torch.argsort(sim, dim=-1, stable=True)  # margins, least similar first
+    take = (torch.arange(Bk, device=x.device)[None, :] < keep[:, None]).flatten()  # (G*Bk,) same for all b,h
+    kept_slots = order.flatten(2)[:, :, take]  # (B, h, sum k)
+    bucket_of = torch.arange(G, device=x.device).repeat_interleave(keep)  # (sum k,)
+    kept_raster = members[bucket_of[None, None, :].expand_as(kept_slots), kept_slots]
+    return torch.cat([center_idx.expand(B, h, G), kept_raster], 2)
+
+
+def coreset_unpool_source(kept_q: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
+    """(B, h, L) pooled row each video token takes its output from: its own row if kept, else its bucket
+    center's row (centers are pooled rows 0..G-1)."""
+    B, h, _ = kept_q.shape
+    G = layout.num_buckets
+    members = layout.members().to(kept_q.device)
+    bucket_of_token = torch.empty(layout.grid.numel, dtype=torch.long, device=kept_q.device)
+    valid = members >= 0
+    bucket_of_token[members[valid]] = torch.arange(G, device=kept_q.device)[:, None].expand_as(members)[valid]
+    src = bucket_of_token.expand(B, h, -1).clone()
+    pos = torch.arange(kept_q.shape[2], device=kept_q.device).expand(B, h, -1)
+    src.scatter_(2, kept_q[:, :, G:], pos[:, :, G:])
+    return src
+
+
+def coreset_attention(
+    q, k, v, grid: TokenGrid, bucket: Triple, ratio: float, kv_from: str = "query",
+    text_len: int = 0, text_valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Branch 1: bucketed coreset attention.  ``kv_from="query"`` reuses Q's kept set for K/V (Wan);
+    ``"key"`` selects K by K's own similarity and V with K's set (HunyuanVideo).  Text tokens are not
+    pooled; pruned video tokens copy their bucket center's output."""
+    B, h, S, D = q.shape
+    L = grid.numel
+    if S != L + text_len:
+        raise ValueError(f"sequence length {S} != grid {grid.shape} ({L} tokens) + {text_len} text tokens")
+    if kv_from not in ("query", "key"):
+        raise ValueError(f"kv_from must be 'query' (Wan) or 'key' (HunyuanVideo), got {kv_from!r}")
+    layout = BucketLayout(grid, tuple(bucket), ratio)
+    kept_q = coreset_select(q[:, :, :L], layout)
+    kept_k = kept_q if kv_from == "query" else coreset_select(k[:, :, :L], layout)
+
+    def gather(x, idx):
+        return x.gather(2, idx[..., None].expand(-1, -1, -1, D))
+
+    qp, kp, vp = gather(q, kept_q), gather(k, kept_k), gather(v, kept_k)
+    if text_len:
+        qp, kp, vp = (torch.cat([a, x[:, :, L:]], 2) for a, x in ((qp, q), (kp, k), (vp, v)))
+    pooled = full_attention(qp, kp, vp, text_len, text_valid)  # (B, h, P + T, D)
+    src = coreset_unpool_source(kept_q, layout)
+    out = q.new_empty(B, h, S, D)
+    out[:, :, :L] = gather(pooled, src)
+    if text_len:
+        out[:, :, L:] = pooled[:, :, -text_len:]
+    return out
