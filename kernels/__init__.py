@@ -1,1 +1,59 @@
-"""Triton kernels for the sparse branches; each names the reference function in ``vorta.reference`` it equals."""
+"""Triton kernels for the sparse branches and the backend choice.
+
+Each kernel's docstring names the function in ``vorta.reference`` it must equal.  ``select_branches`` is
+the single entry point the engine uses: it returns the Triton branches where Triton and a CUDA GPU are
+available and the pure-PyTorch reference otherwise, logging the reason once.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+log = logging.getLogger("vorta")
+_logged: set = set()
+
+
+def _log_once(msg: str) -> None:
+    if msg not in _logged:
+        _logged.add(msg)
+        log.warning(msg)
+
+
+def triton_unavailable_reason(device=None) -> Optional[str]:
+    """Why the Triton kernels cannot run here, or None when they can."""
+    import torch
+
+    if device is not None and torch.device(device).type != "cuda":
+        return f"tensors are on {torch.device(device).type}, the Triton kernels need a CUDA GPU"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the install
+        return f"triton is not importable ({e})"
+    major, _ = torch.cuda.get_device_capability()
+    if major < 8:
+        return f"GPU compute capability {major}.x < 8.0 (bf16 tensor cores needed)"
+    return None
+
+
+def select_branches(backend: str = "auto", device=None):
+    """Branch implementations for ``vorta.routing.routed_attention``: 'triton', 'torch' or 'auto'."""
+    from ..vorta.routing import REFERENCE_BRANCHES
+
+    if backend == "torch":
+        return REFERENCE_BRANCHES
+    if backend not in ("auto", "triton"):
+        raise ValueError(f"unknown kernel backend {backend!r}; expected 'auto', 'triton' or 'torch'")
+    reason = triton_unavailable_reason(device)
+    if reason is None:
+        try:
+            from .launch import TRITON_BRANCHES
+
+            return TRITON_BRANCHES
+        except ImportError as e:
+            reason = f"the Triton kernels failed to load ({e})"
+    if backend == "triton":
+        raise RuntimeError(f"kernel backend 'triton' requested but unavailable: {reason}. Use 'auto' or 'torch'.")
+    _log_once(f"VORTA: using the PyTorch reference branches ({reason}); expect little or no speed-up.")
+    return REFERENCE_BRANCHES
