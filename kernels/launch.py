@@ -1,0 +1,208 @@
+"""Launchers for the Triton kernels, wrapped as ``torch.library`` custom ops, and the Triton ``Branches``.
+
+Per (grid, settings) the index tables (bucket members, centers, kept counts, pooled offsets) are built once
+from ``vorta.geometry`` and cached on the device, so per-call work is only the launches.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from ..vorta.geometry import BucketLayout, TileLayout, TokenGrid
+from ..vorta.routing import AttentionProblem, Branches
+from .coreset import coreset_pool_kernel, coreset_unpool_kernel
+from .sliding_tile import sliding_tile_fwd_kernel
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check(q: torch.Tensor, what: str) -> None:
+    D = q.shape[-1]
+    if D not in (16, 32, 64, 128, 256):
+        raise ValueError(f"{what}: head dim {D} is not supported by the Triton kernels (16-256, power of two)")
+    if q.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"{what}: dtype {q.dtype} is not supported (bf16, fp16, fp32)")
+
+
+def _unit_last(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sliding tile
+
+
+def sliding_config(tile_tokens: int, head_dim: int) -> Tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages): the query block that wastes the fewest padded rows of a tile."""
+    if INTERPRET:
+        return 32, 32, 4, 1
+    env = os.environ.get("VORTA_STA_CONFIG")
+    if env:
+        return tuple(int(v) for v in env.split(","))  # type: ignore[return-value]
+    waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
+    bm = 128 if waste[128] <= waste[64] else 64
+    return (128, 64, 8, 3) if bm == 128 else (64, 64, 4, 3)
+
+
+@torch.library.custom_op("vorta::sliding_tile_attention", mutates_args=("out",))
+def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
+                    grid: List[int], tile: List[int], window: List[int], text_len: int,
+                    text_valid: Optional[torch.Tensor]) -> None:
+    """Sliding tile attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``."""
+    B, S, H, D = q.shape
+    g = TokenGrid(*grid)
+    L = g.numel
+    layout = TileLayout(g, tuple(tile))
+    nf, nh, nw = layout.tile_grid
+    bm, bn, warps, stages = sliding_config(layout.tile_tokens, D)
+    h = heads.numel()
+    tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    launch = (layout.num_tiles * math.ceil(layout.tile_tokens / bm), B * h)
+    sliding_tile_fwd_kernel[launch](
+        q, k, v, out, heads, tv,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        h, 1.4426950408889634 / math.sqrt(D),
+        g.frames, g.height, g.width, nf, nh, nw, L, text_len,
+        TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
+        HAS_TEXT_VALID=text_valid is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D,
+        num_warps=warps, num_stages=stages,
+    )
+    if text_len:
+        _text_queries(q, k, v, heads, out, L, text_len, text_valid)
+
+
+@sliding_tile_op.register_fake
+def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid) -> None:
+    return None
+
+
+def _text_queries(q, k, v, heads, out, L, T, text_valid) -> None:
+    """Text queries attend to every video token and the valid text (dense; T is small)."""
+    qt = q[:, L:].index_select(2, heads).transpose(1, 2)
+    kk = k.index_select(2, heads).transpose(1, 2)
+    vv = v.index_select(2, heads).transpose(1, 2)
+    if text_valid is None:
+        o = F.scaled_dot_product_attention(qt, kk, vv)
+    else:
+        valid = text_valid.to(q.device).reshape(-1, 1)
+        keys = torch.arange(L + T, device=q.device)[None, :] < (L + valid)
+        o = F.scaled_dot_product_attention(qt, kk, vv, attn_mask=keys[:, None, None, :])
+        o = o * (torch.arange(T, device=q.device)[None, :] < valid)[:, None, :, None].to(o.dtype)
+    out[:, L:, heads] = o.transpose(1, 2).to(out.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Coreset
+
+
+@lru_cache(maxsize=32)
+def coreset_tables(grid: Tuple[int, int, int], bucket: Tuple[int, int, int], ratio: float, device: str):
+    """Device tables for a bucket layout: members (G, BK) padded to a power of two, center slot, kept margins,
+    pooled offset of each bucket, and the pooled video length."""
+    layout = BucketLayout(TokenGrid(*grid), bucket, ratio)
+    members = layout.members()
+    bk = triton_next_pow2(members.shape[1])
+    if bk != members.shape[1]:
+        members = torch.cat([members, members.new_full((members.shape[0], bk - members.shape[1]), -1)], 1)
+    keep = layout.keep_count()
+    sizes = 1 + keep
+    offset = torch.cumsum(sizes, 0) - sizes
+    dev = torch.device(device)
+    as32 = lambda t: t.to(device=dev, dtype=torch.int32).contiguous()  # noqa: E731
+    return as32(members), as32(layout.center_slot()), as32(keep), as32(offset), int(sizes.sum()), bk
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+@torch.library.custom_op("vorta::coreset_attention", mutates_args=("out",))
+def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
+               grid: List[int], bucket: List[int], ratio: float, kv_from_key: bool, text_len: int,
+               text_valid: Optional[torch.Tensor]) -> None:
+    """Coreset attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``."""
+    B, S, H, D = q.shape
+    L = grid[0] * grid[1] * grid[2]
+    members, center, keep, offset, pooled, bk = coreset_tables(tuple(grid), tuple(bucket), float(ratio), str(q.device))
+    h = heads.numel()
+    rows = pooled + text_len
+    qp = torch.empty(B, h, rows, D, dtype=q.dtype, device=q.device)
+    kp, vp = torch.empty_like(qp), torch.empty_like(qp)
+    src = torch.empty(B * h, L, dtype=torch.int32, device=q.device)
+    n_buckets = members.shape[0]
+    bg = 4 if INTERPRET else max(1, 64 // bk)
+    launch = (triton.cdiv(n_buckets, bg), B * h)
+
+    def pool(x, write_q, write_kv, write_src):
+        coreset_pool_kernel[launch](
+            x, q, k, v, qp, kp, vp, src, members, center, keep, offset, heads,
+            x.stride(0), x.stride(1), x.stride(2), q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+            h, n_buckets, L, rows, WRITE_Q=write_q, WRITE_KV=write_kv, WRITE_SRC=write_src, BG=bg, BK=bk,
+            HEAD_DIM=D, num_warps=4)
+
+    if kv_from_key:  # HunyuanVideo: Q pooled by Q, K/V by K's own selection
+        pool(q, True, False, True)
+        pool(k, False, True, False)
+    else:  # Wan: K/V follow Q's selection
+        pool(q, True, True, True)
+    if text_len:
+        for dst, x in ((qp, q), (kp, k), (vp, v)):
+            dst[:, :, pooled:] = x[:, L:].index_select(2, heads).transpose(1, 2)
+    if text_valid is None or text_len == 0:
+        op = F.scaled_dot_product_attention(qp, kp, vp)
+    else:  # like the official code: cut the keys to the valid text per batch element
+        op = torch.empty_like(qp)
+        for i, n in enumerate(text_valid.tolist()):
+            n_keys = pooled + int(n)
+            op[i:i + 1] = F.scaled_dot_product_attention(qp[i:i + 1], kp[i:i + 1, :, :n_keys], vp[i:i + 1, :, :n_keys])
+    tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    block = 32 if INTERPRET else 64
+    coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](
+        op, src, out, heads, tv, out.stride(0), out.stride(1), out.stride(2),
+        h, L, pooled, rows, S, HAS_TEXT_VALID=text_valid is not None, BLOCK=block, HEAD_DIM=D, num_warps=4)
+
+
+@coreset_op.register_fake
+def _(q, k, v, heads, out, grid, bucket, ratio, kv_from_key, text_len, text_valid) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Branches
+
+
+def _heads32(heads: torch.Tensor) -> torch.Tensor:
+    return heads.to(torch.int32)
+
+
+def triton_sliding(q, k, v, heads, out, p: AttentionProblem) -> None:
+    _check(q, "sliding tile attention")
+    c = p.config
+    sliding_tile_op(_unit_last(q), _unit_last(k), _unit_last(v), _heads32(heads), out, list(p.grid.shape),
+                    list(c.tile), list(c.window), p.text_len, p.text_valid)
+
+
+def triton_coreset(q, k, v, heads, out, p: AttentionProblem) -> None:
+    _check(q, "coreset attention")
+    c = p.config
+    coreset_op(_unit_last(q), _unit_last(k), _unit_last(v), _heads32(heads), out, list(p.grid.shape),
+               list(c.bucket), float(c.ratio), p.kv_from == "key", p.text_len, p.text_valid)
+
+
+def sdpa_full(q, k, v, heads, out, p: AttentionProblem) -> None:
+    """Full attention on the routed heads with PyTorch SDPA (cuDNN/flash on a GPU)."""
+    from ..vorta.reference import full_attention
+
+    qh, kh, vh = (x.index_select(2, heads).transpose(1, 2) for x in (q, k, v))
+    out[:, :, heads] = full_attention(qh, kh, vh, p.text_len, p.text_valid).transpose(1, 2).to(out.dtype)
+
+
+TRITON_BRANCHES = Branches(full=sdpa_full, coreset=triton_coreset, sliding=triton_sliding, name="triton")

@@ -1,0 +1,66 @@
+"""Per-run counters and the one-line end-of-run summary (no ComfyUI imports)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
+
+from ..config import BRANCHES
+
+log = logging.getLogger("vorta")
+
+
+@dataclass
+class RunStats:
+    """Head-calls per branch, attention FLOPs (executed vs dense) and dense fallbacks with their reasons."""
+
+    heads: list = field(default_factory=lambda: [0, 0, 0])
+    flops: float = 0.0
+    dense_flops: float = 0.0
+    routed_calls: int = 0
+    model_calls: int = 0
+    fallbacks: Dict[str, int] = field(default_factory=dict)
+    _logged: set = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.heads = [0, 0, 0]
+        self.flops = self.dense_flops = 0.0
+        self.routed_calls = self.model_calls = 0
+        self.fallbacks = {}
+
+    def add_call(self, heads_per_branch: Sequence[int], flops: Optional[Dict[str, float]]) -> None:
+        self.routed_calls += 1
+        for i, n in enumerate(heads_per_branch):
+            self.heads[i] += int(n)
+        if flops:
+            self.flops += sum(flops[b] for b in BRANCHES)
+            self.dense_flops += flops["dense"]
+
+    def add_fallback(self, reason: str, heads: int = 0, dense_flops: float = 0.0) -> None:
+        """A self-attention call that ran dense for ``reason``; the reason is logged once per process."""
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        self.heads[0] += int(heads)
+        self.flops += dense_flops
+        self.dense_flops += dense_flops
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("VORTA: full attention fallback: %s", reason)
+
+    def shares(self):
+        total = sum(self.heads)
+        return [h / total for h in self.heads] if total else [0.0, 0.0, 0.0]
+
+    def summary(self, prefix: str = "VORTA") -> str:
+        if not self.routed_calls and not self.fallbacks:
+            return (f"{prefix}: no self-attention call reached VORTA in {self.model_calls} model calls "
+                    "(steps skipped by a cache, or another patch replaced the attention blocks)")
+        s = self.shares()
+        saved = 1.0 - self.flops / self.dense_flops if self.dense_flops else 0.0
+        line = (f"{prefix}: heads full {s[0]:.0%} / coreset {s[1]:.0%} / sliding {s[2]:.0%} over "
+                f"{self.routed_calls} attention calls in {self.model_calls} model calls; attention FLOPs saved "
+                f"{saved:.0%}")
+        if self.fallbacks:
+            line += "; dense fallbacks: " + "; ".join(f"{r} (x{n})" for r, n in self.fallbacks.items())
+        else:
+            line += "; no dense fallbacks"
+        return line
