@@ -1,0 +1,1 @@
+"""Benchmarks (GPU): kernels now, end-to-end later."""
