@@ -1,7 +1,13 @@
-"""ComfyUI nodes (V3 schema).  Imported only by ComfyUI, through ``comfy_entrypoint``."""
+"""ComfyUI nodes (V3 schema).  Imported only by ComfyUI, through ``comfy_entrypoint``; no logic beyond wiring."""
 from comfy_api.latest import ComfyExtension
+
+from .apply import VortaApply
+from .preview import VortaRoutingPreview
+from .router_loader import VortaRouterLoader
+
+NODES = [VortaRouterLoader, VortaApply, VortaRoutingPreview]
 
 
 class VortaExtension(ComfyExtension):
     async def get_node_list(self):
-        return []
+        return list(NODES)

@@ -423,6 +423,43 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
     return m
 
 
+def preview_table(model, sigmas: torch.Tensor, settings: Optional[Settings] = None,
+                  bundle: Optional[RouterBundle] = None):
+    """The (steps, layers, heads) decision table Apply VORTA would use for ``sigmas`` (one row per step, the
+    last sigma excluded), computed before sampling from the model's own time MLP.  Settings and router come
+    from a MODEL patched by Apply VORTA when present, else from the arguments.  Returns (table, holder)."""
+    installed = find_patch(model)
+    if installed is not None and settings is None:
+        settings, bundle = installed.settings, (bundle or installed.bundle)
+    if settings is None:
+        settings = Settings(mode="router")
+    dm = model.get_model_object("diffusion_model")
+    adapter = installed.adapter if installed is not None else detect(dm)
+    if settings.mode == "router":
+        if bundle is None:
+            raise ValueError("the routing preview needs a ROUTER (or a MODEL patched by Apply VORTA in router mode)")
+        check_fits(bundle.routers, adapter.family, adapter.num_layers, adapter.heads, adapter.dim,
+                   source=f"router {bundle.name}".strip())
+    ms = model.get_model_object("model_sampling")
+    holder = VortaPatch(adapter, settings, bundle, ms)
+    mlp = adapter.time_mlp(dm)
+    try:
+        device = next(mlp.parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    base = model.model
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        dtype = torch.bfloat16
+    rows = []
+    with torch.no_grad():
+        for sigma in sigmas.reshape(-1)[:-1].tolist():
+            t = float(ms.timestep(torch.tensor(sigma)))
+            rows.append(holder._step(dm, t, sigma, device, dtype).decisions)
+    table = torch.stack(rows) if rows else torch.empty(0, adapter.num_layers, adapter.heads, dtype=torch.long)
+    return table, holder
+
+
 def find_patch(model) -> Optional[VortaPatch]:
     """The VortaPatch installed on a MODEL by Apply VORTA, or None."""
     import comfy.patcher_extension as pe

@@ -1,0 +1,31 @@
+"""Apply VORTA: MODEL (+ ROUTER) -> MODEL with routed sparse self-attention."""
+from comfy_api.latest import io
+
+from ..vorta.comfy.patch import apply_vorta
+from .options import settings_from_inputs, settings_inputs
+from .types import CATEGORY, Router
+
+
+class VortaApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VortaApply",
+            display_name="Apply VORTA (routed sparse attention)",
+            category=CATEGORY,
+            description="Routes every self-attention head, per step, to sliding-tile, coreset or full attention. "
+                        "Wan 2.x and HunyuanVideo. Full heads, cross-attention and anything that is not a video grid "
+                        "run on the attention backend already selected (e.g. SageAttention). The input model is not changed.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.x or HunyuanVideo model (from Load Diffusion Model, LoRA, etc.)."),
+                Router.Input("router", optional=True,
+                             tooltip="Learned routers from VORTA Router Loader; needed for mode 'router'."),
+                *settings_inputs(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with VORTA attention; connect it to the sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, router=None, **inputs) -> io.NodeOutput:
+        settings = settings_from_inputs(**inputs)
+        return io.NodeOutput(apply_vorta(model, settings, router))

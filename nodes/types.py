@@ -1,0 +1,5 @@
+"""Custom socket types shared by the nodes."""
+from comfy_api.latest import io
+
+Router = io.Custom("VORTA_ROUTER")
+CATEGORY = "vorta"
