@@ -78,6 +78,8 @@ class CallState:
     text_len: int
     problem: AttentionProblem
     step: StepState
+    t: float = 0.0  # the timestep (sigma * 1000) the decisions were made for
+    sigma: float = 0.0
 
 
 def _override_marker(fn) -> bool:
@@ -199,7 +201,7 @@ class VortaPatch:
         grid, text_len = self.adapter.call_layout(dm, args, kwargs)
         problem = self._problem(grid, text_len)
         step = self._step(dm, t_scalar, sigma, x.device, x.dtype)
-        return CallState(grid, text_len, problem, step)
+        return CallState(grid, text_len, problem, step, t_scalar, sigma)
 
     def _problem(self, grid: TokenGrid, text_len: int) -> AttentionProblem:
         key = (grid.shape, text_len)
