@@ -1,0 +1,119 @@
+"""The node layer's rules without ComfyUI: dense-block lists, settings, percent window, schedule, preview, summary."""
+import pytest
+import torch
+
+from comfyui_vorta.vorta.comfy import preview, settings as S
+from comfyui_vorta.vorta.comfy.options import build_settings
+from comfyui_vorta.vorta.comfy.patch import _text_valid_from_mask
+from comfyui_vorta.vorta.comfy.stats import RunStats
+from comfyui_vorta.vorta.config import CORESET, FULL, PRESETS, SLIDING, VortaConfig
+
+
+def test_parse_dense_blocks():
+    assert S.parse_dense_blocks("0,1,38-39") == {0, 1, 38, 39}
+    assert S.parse_dense_blocks(" 3 - 5 ; 7 ") == {3, 4, 5, 7}
+    assert S.parse_dense_blocks("") == frozenset()
+    assert S.format_blocks(S.parse_dense_blocks("0,1,2,5,7-8")) == "0-2,5,7-8"
+    with pytest.raises(ValueError, match="cannot read 'a'"):
+        S.parse_dense_blocks("1,a")
+    with pytest.raises(ValueError, match="backwards"):
+        S.parse_dense_blocks("5-3")
+    with pytest.raises(ValueError, match=r"\[40\] do not exist"):
+        S.parse_dense_blocks("0,40", num_layers=40)
+
+
+def test_build_settings_presets_and_custom():
+    s = build_settings(preset="custom", tile_t=4, tile_h=6, tile_w=8, window_t=1, bucket_t=1, ratio=0.25, tau_sparse=0.4)
+    assert s.config == VortaConfig(tile=(4, 6, 8), window=(1, 3, 3), bucket=(1, 3, 2), ratio=0.25, tau_sparse=0.4)
+    assert build_settings(preset="auto").config is None
+    assert build_settings(preset="hunyuan-720p").config.tile == PRESETS["hunyuan-720p"].config.tile
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_settings(preset="nope")
+    with pytest.raises(ValueError, match="unknown routing mode"):
+        build_settings(mode="fast")
+    with pytest.raises(ValueError, match="before start_percent"):
+        build_settings(start_percent=0.6, end_percent=0.4)
+
+
+def test_resolve_config_order():
+    grid = S.TokenGrid(21, 30, 52)
+    trained = VortaConfig(tile=(6, 9, 8))
+    assert S.resolve_config(build_settings(), "wan", grid, 5120, trained).tile == (6, 9, 8)
+    assert S.resolve_config(build_settings(mode="schedule"), "wan", grid, 1536, trained).tile == \
+        PRESETS["wan2.1-1.3b-480p"].config.tile
+    custom = build_settings(preset="custom", tile_t=2, tau_sparse=0.5)
+    cfg = S.resolve_config(custom, "wan", grid, 1536, trained)
+    assert cfg.tile[0] == 2 and cfg.tau_sparse == 0.5
+
+
+def flow(p):  # ModelSamplingDiscreteFlow.percent_to_sigma with shift 1
+    return 1.0 if p <= 0 else (0.0 if p >= 1 else 1.0 - p)
+
+
+def test_percent_window_and_schedule():
+    s = build_settings(mode="schedule", start_percent=0.1, end_percent=0.9, switch_percent=0.5, dense_blocks="2")
+    w = S.SigmaWindow.from_percents(flow, s)
+    assert not w.active(0.95) and w.active(0.9) and w.active(0.2) and not w.active(0.05)
+    assert S.step_branch(s, w, 0.95) == FULL
+    assert S.step_branch(s, w, 0.7) == CORESET
+    assert S.step_branch(s, w, 0.3) == SLIDING
+    d = S.step_decisions(s, w, 0.3, num_layers=4, heads=3)
+    assert d.shape == (4, 3) and (d[2] == FULL).all() and (d[[0, 1, 3]] == SLIDING).all()
+    # end_percent = 1: never dense at the end, even at sigma 0
+    w1 = S.SigmaWindow.from_percents(flow, build_settings(mode="sliding"))
+    assert w1.active(1.0) and w1.active(0.0)
+
+
+def test_router_decisions_pass_through_with_dense_blocks():
+    s = build_settings(mode="router", dense_blocks="1")
+    w = S.SigmaWindow.from_percents(flow, s)
+    router = torch.tensor([[1, 2], [2, 2], [0, 1]])
+    d = S.step_decisions(s, w, 0.5, 3, 2, router)
+    assert d.tolist() == [[1, 2], [0, 0], [0, 1]]
+    with pytest.raises(ValueError):
+        S.step_decisions(s, w, 0.5, 3, 2, None)
+    forced = S.step_decisions(build_settings(mode="coreset"), w, 0.5, 3, 2, router)
+    assert (forced == CORESET).all()
+
+
+def test_preview_render_and_summary():
+    table = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [0, 2]], [[2, 2], [2, 2]]])
+    img = preview.render_table(table, [(0, "double"), (1, "single")])
+    assert img.ndim == 4 and img.shape[0] == 1 and img.shape[-1] == 3 and img.dtype == torch.float32
+    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    # cell colours: first step, first layer, first head is full (grey); second head coreset (blue)
+    cw = max(1, min(16, 512 // 4))
+    px = (img[0, 0, 1] * 255).round().int().tolist()
+    assert px == list(preview.COLORS[0])
+    assert (img[0, 0, 1 + cw] * 255).round().int().tolist() == list(preview.COLORS[1])
+    text = preview.table_summary(table, 0.42, "hdr")
+    assert text.splitlines()[0] == "hdr" and "sliding 58.3%" in text and "42.0% saved" in text and "step 2:" in text
+    big = preview.render_table(torch.randint(0, 3, (50, 60, 24)))
+    assert big.shape[2] <= 1600 + 1
+
+
+def test_run_stats_summary_logs_each_fallback_once(caplog):
+    st = RunStats()
+    st.model_calls = 2
+    st.add_call([1, 1, 2], {"full": 4.0, "coreset": 1.0, "sliding": 1.0, "dense": 16.0})
+    with caplog.at_level("WARNING", logger="vorta"):
+        st.add_fallback("extra reference tokens", heads=4, dense_flops=16.0)
+        st.add_fallback("extra reference tokens", heads=4, dense_flops=16.0)
+    assert sum("extra reference tokens" in r.message for r in caplog.records) == 1
+    line = st.summary()
+    assert "heads full" in line and "(x2)" in line and "FLOPs saved" in line and "\n" not in line
+    st.reset()
+    assert "no self-attention call" in st.summary()
+
+
+def test_text_valid_from_additive_mask():
+    L, T = 6, 4
+    m = torch.zeros(1, 1, L + T)
+    assert _text_valid_from_mask(m, 2, L, T) == (None, None)
+    m[..., L + 3:] = -torch.finfo(torch.float32).max
+    valid, why = _text_valid_from_mask(m, 2, L, T)
+    assert why is None and valid.tolist() == [3, 3]
+    bad = torch.zeros(1, 1, L + T)
+    bad[..., L + 1] = -1e30
+    assert "not at the end" in _text_valid_from_mask(bad, 1, L, T)[1]
+    assert "per-key" in _text_valid_from_mask(torch.zeros(1, 1, 3, L + T), 1, L, T)[1]
