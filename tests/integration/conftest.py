@@ -56,6 +56,9 @@ def _setup_comfy():
     from comfy.cli_args import args
 
     args.cpu = True
+    # main.py imports ComfyUI's top-level `utils` package before nodes.py puts comfy/ (with comfy/utils.py) first
+    # on sys.path; do the same so comfy_extras that import utils.install_util load as they do in the server.
+    import utils.extra_config  # noqa: F401
     import comfy.model_management  # noqa: F401
     import comfy.sd  # noqa: F401
     import nodes  # noqa: F401  (ComfyUI's nodes.py)
@@ -159,6 +162,12 @@ def comfy():
 @pytest.fixture(scope="session")
 def harness(comfy, tmp_path_factory):
     return Harness(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def comfy_paths(comfy):
+    """(ComfyUI checkout, folder holding the torchvision stub or None)."""
+    return comfyui_path(), stub_dir()
 
 
 @pytest.fixture(scope="session")
