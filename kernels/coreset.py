@@ -6,7 +6,8 @@ Together with dense attention on the pooled sequence they equal ``vorta.referenc
   its bucket center, rank margins (least similar first, ties to the lower slot), keep the first ``k``;
   write the kept rows into the pooled buffers and, per token, the pooled row it takes its output from.
   Pooled order is bucket-major (center, then kept margins by rank); attention does not depend on the order.
-* ``coreset_unpool_kernel`` — each token (and text token) copies its source row of the pooled output into
+* ``coreset_unpool_kernel`` — each token (and text token) copies its source row of the pooled output (any
+  strides: SDPA backends return different layouts) into
   the ``[B, S, H, D]`` output at its head; padded text rows get 0.
 """
 from __future__ import annotations
@@ -74,8 +75,8 @@ def coreset_pool_kernel(
 @triton.jit
 def coreset_unpool_kernel(
     OP, SRC, O, HEADS, TEXT_VALID,
-    sob, sos, soh,
-    n_heads_sel, video_len, pooled_video, pooled_rows, seq_len,
+    spb, sph, sps, sob, sos, soh,
+    n_heads_sel, video_len, pooled_video, seq_len,
     HAS_TEXT_VALID: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -91,6 +92,6 @@ def coreset_unpool_kernel(
     live = in_seq
     if HAS_TEXT_VALID:
         live = live & (t < video_len + tl.load(TEXT_VALID + b))
-    rows = tl.load(OP + (pid_bh.to(tl.int64) * pooled_rows + src.to(tl.int64))[:, None] * HEAD_DIM + d[None, :],
-                   mask=live[:, None], other=0.0)
+    hi = (pid_bh % n_heads_sel).to(tl.int64)
+    rows = tl.load(OP + b * spb + hi * sph + src.to(tl.int64)[:, None] * sps + d[None, :], mask=live[:, None], other=0.0)
     tl.store(O + b * sob + head * soh + t.to(tl.int64)[:, None] * sos + d[None, :], rows, mask=in_seq[:, None])

@@ -17,7 +17,7 @@ import triton
 from ..vorta.geometry import BucketLayout, TileLayout, TokenGrid
 from ..vorta.routing import AttentionProblem, Branches
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
-from .sliding_tile import sliding_tile_fwd_kernel
+from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -50,6 +50,18 @@ def sliding_config(tile_tokens: int, head_dim: int) -> Tuple[int, int, int, int]
     return (128, 64, 8, 3) if bm == 128 else (64, 64, 4, 3)
 
 
+@lru_cache(maxsize=32)
+def tile_tables(grid: Tuple[int, int, int], tile: Tuple[int, int, int], device: str):
+    """Device tables for a tile layout: raster index of each tile-order position (compacted) and the
+    tile-order start of each tile (num_tiles + 1 entries)."""
+    layout = TileLayout(TokenGrid(*grid), tile)
+    sizes = torch.bincount(layout.token_tile(), minlength=layout.num_tiles)
+    start = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
+    dev = torch.device(device)
+    return (layout.permutation().to(device=dev, dtype=torch.int32).contiguous(),
+            start.to(device=dev, dtype=torch.int32).contiguous())
+
+
 @torch.library.custom_op("vorta::sliding_tile_attention", mutates_args=("out",))
 def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                     grid: List[int], tile: List[int], window: List[int], text_len: int,
@@ -62,40 +74,41 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     nf, nh, nw = layout.tile_grid
     bm, bn, warps, stages = sliding_config(layout.tile_tokens, D)
     h = heads.numel()
+    perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
+    kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)
+    vt = torch.empty_like(kt)
+    gblock = 32 if INTERPRET else 64
+    tile_gather_kernel[(triton.cdiv(L, gblock), B * h)](
+        k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     launch = (layout.num_tiles * math.ceil(layout.tile_tokens / bm), B * h)
     sliding_tile_fwd_kernel[launch](
-        q, k, v, out, heads, tv,
+        q, kt, vt, k, v, out, heads, tile_start, tv,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         h, 1.4426950408889634 / math.sqrt(D),
         g.frames, g.height, g.width, nf, nh, nw, L, text_len,
         TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
-        HAS_TEXT_VALID=text_valid is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D,
-        num_warps=warps, num_stages=stages,
+        HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=False,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
     )
-    if text_len:
-        _text_queries(q, k, v, heads, out, L, text_len, text_valid)
+    if text_len:  # the text rows: same kernel, dense over all video keys + valid text
+        sliding_tile_fwd_kernel[(triton.cdiv(text_len, bm), B * h)](
+            q, kt, vt, k, v, out, heads, tile_start, tv,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            h, 1.4426950408889634 / math.sqrt(D),
+            g.frames, g.height, g.width, nf, nh, nw, L, text_len,
+            TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
+            HAS_TEXT=True, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=True,
+            BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
+        )
 
 
 @sliding_tile_op.register_fake
 def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid) -> None:
     return None
-
-
-def _text_queries(q, k, v, heads, out, L, T, text_valid) -> None:
-    """Text queries attend to every video token and the valid text (dense; T is small)."""
-    qt = q[:, L:].index_select(2, heads).transpose(1, 2)
-    kk = k.index_select(2, heads).transpose(1, 2)
-    vv = v.index_select(2, heads).transpose(1, 2)
-    if text_valid is None:
-        o = F.scaled_dot_product_attention(qt, kk, vv)
-    else:
-        valid = text_valid.to(q.device).reshape(-1, 1)
-        keys = torch.arange(L + T, device=q.device)[None, :] < (L + valid)
-        o = F.scaled_dot_product_attention(qt, kk, vv, attn_mask=keys[:, None, None, :])
-        o = o * (torch.arange(T, device=q.device)[None, :] < valid)[:, None, :, None].to(o.dtype)
-    out[:, L:, heads] = o.transpose(1, 2).to(out.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -166,8 +179,8 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     block = 32 if INTERPRET else 64
     coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](
-        op, src, out, heads, tv, out.stride(0), out.stride(1), out.stride(2),
-        h, L, pooled, rows, S, HAS_TEXT_VALID=text_valid is not None, BLOCK=block, HEAD_DIM=D, num_warps=4)
+        op, src, out, heads, tv, op.stride(0), op.stride(1), op.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        h, L, pooled, S, HAS_TEXT_VALID=text_valid is not None, BLOCK=block, HEAD_DIM=D, num_warps=4)
 
 
 @coreset_op.register_fake

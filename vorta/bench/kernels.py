@@ -205,12 +205,38 @@ def table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep(shapes: List[Shape], configs: List[str], dev) -> int:
+    """Time the sliding kernel under several launch configs (kernel tuning)."""
+    import os
+
+    from ...kernels.launch import triton_sliding
+
+    for s in shapes:
+        g = TokenGrid(*s.grid)
+        L, T, H, D = g.numel, s.text, s.heads, 128
+        p = AttentionProblem(g, VortaConfig(tile=s.tile), text_len=T)
+        q, k, v = (torch.randn(1, L + T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        out = torch.empty_like(q)
+        heads = torch.arange(H, device=dev)
+        flops = 4 * D * H * sliding_pairs(s)
+        for c in configs:
+            os.environ["VORTA_STA_CONFIG"] = c
+            try:
+                ms = bench(lambda: triton_sliding(q, k, v, heads, out, p))
+                print(f"sweep | {s.name} | {c} | {ms:.2f} ms | {flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+            except Exception as e:
+                print(f"sweep | {s.name} | {c} | failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+        os.environ.pop("VORTA_STA_CONFIG", None)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench.kernels")
     ap.add_argument("--only", choices=["sliding", "coreset"])
     ap.add_argument("--shapes", help="comma-separated indices into the shape list")
     ap.add_argument("--quick", action="store_true", help="skip the slow reference timings")
     ap.add_argument("--md", help="write the tables with a header to this markdown file")
+    ap.add_argument("--sweep", help="sliding kernel configs to time, e.g. '128,64,8,3;64,64,4,3' (BLOCK_M,BLOCK_N,warps,stages)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("this benchmark needs a CUDA GPU", file=sys.stderr)
@@ -220,6 +246,8 @@ def main(argv=None) -> int:
     dev = torch.device("cuda")
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
     rows: List[Dict] = []
+    if args.sweep:
+        return sweep(shapes, args.sweep.split(";"), dev)
     for s in shapes:
         for branch, fn in (("sliding", run_sliding), ("coreset", run_coreset)):
             if args.only and branch != args.only:
