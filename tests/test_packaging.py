@@ -38,7 +38,7 @@ def test_loads_under_an_arbitrary_folder_name_like_comfyui(tmp_path):
         engine = importlib.import_module(f"{name}.vorta.routing")  # relative imports resolve inside the pack
         assert engine.routed_attention
         comfy = sys.modules.get("comfy")
-    assert comfy is None or not str(getattr(comfy, "__file__", "")).startswith(str(ROOT))  # never ours
+        assert comfy is None or not str(getattr(comfy, "__file__", "")).startswith(str(ROOT))  # never ours
         top_nodes = sys.modules.get("nodes")
         assert top_nodes is None or not str(getattr(top_nodes, "__file__", "")).startswith(str(ROOT))
     finally:
