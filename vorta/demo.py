@@ -19,18 +19,23 @@ from .routing import AttentionProblem, attention_flops, head_groups, routed_atte
 
 
 def smooth_video_qkv(grid: TokenGrid, batch: int, heads: int, head_dim: int, generator: torch.Generator, device, dtype):
-    """Q/K/V that vary smoothly over the grid plus noise, like real video features (so local and pooled
-    attention are meaningful approximations); never zeros."""
+    """Q/K/V that vary smoothly over the grid plus noise, like real video features; Q and K share one field, so
+    a query attends most to nearby tokens (local attention, as in video DiTs).  Never zeros."""
     F_, H_, W_ = grid.shape
-    coarse = (max(2, F_ // 4), max(2, H_ // 6), max(2, W_ // 6))
-    out = []
-    for _ in range(3):
+    coarse = (max(2, F_ // 3), max(2, H_ // 4), max(2, W_ // 4))
+
+    def field(scale):
         base = torch.randn(batch * heads, head_dim, *coarse, generator=generator)
         smooth = torch.nn.functional.interpolate(base, size=grid.shape, mode="trilinear", align_corners=False)
-        x = smooth + 0.3 * torch.randn(smooth.shape, generator=generator)
+        return scale * smooth / smooth.std()
+
+    def tokens(x):
+        x = x + 0.3 * torch.randn(x.shape, generator=generator)
         x = x.reshape(batch, heads, head_dim, -1).permute(0, 3, 1, 2).reshape(batch, grid.numel, heads * head_dim)
-        out.append(x.to(device=device, dtype=dtype))
-    return out
+        return x.to(device=device, dtype=dtype)
+
+    shared = field(1.2)
+    return tokens(shared), tokens(shared), tokens(field(1.0))
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
