@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# End-to-end benchmark (issue 5) on the device, in one call. Carry: .comfyui (ComfyUI's source, git-ignored) and
+# .whl (torchsde + trampoline, which ComfyUI's sampler imports and the device image lacks).
+#   bash bench/run_e2e_device.sh [models, default wan1.3b,wan14b,hunyuan,wan5b] [extra e2e.py args...]
+# Writes $OUT/e2e.md (rewritten after each model, so a cut-off run still returns what finished) and $OUT/e2e.log.
+set -uo pipefail
+OUT=${OUT:-/tmp/e2e_out}
+mkdir -p "$OUT"
+models=${1:-wan1.3b,wan14b,hunyuan,wan5b}
+shift || true
+limit=${E2E_TIME_LIMIT:-500}  # seconds for the python process; the device command may run 600
+
+[ -f .comfyui/comfy/sd.py ] || { echo "no .comfyui/: carry it (copy of ComfyUI 0.3.64 source)"; exit 2; }
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+mkdir -p /tmp/pkg /tmp/stubs && ln -sfn "$PWD" /tmp/pkg/comfyui_vorta
+# import-only stubs, written only for packages the device lacks (nothing here calls them):
+# torchvision (ComfyUI's model_base imports it), av (comfy_api's video types, imported by our node module)
+if ! python3 -c "import torchvision" 2>/dev/null; then
+  mkdir -p /tmp/stubs/torchvision
+  printf 'from . import transforms  # noqa\n__version__ = "0.0.0+stub"\ndef __getattr__(name):\n    raise AttributeError(f"torchvision stub: {name}")\n' > /tmp/stubs/torchvision/__init__.py
+  printf 'def __getattr__(name):\n    raise AttributeError(f"torchvision.transforms stub: {name}")\n' > /tmp/stubs/torchvision/transforms.py
+  echo "torchvision: import-only stub"
+fi
+if ! python3 -c "import av" 2>/dev/null; then
+  mkdir -p /tmp/stubs/av/container /tmp/stubs/av/subtitles
+  printf 'def open(*a, **k):\n    raise RuntimeError("av stub: video files are not available in the benchmark")\n' > /tmp/stubs/av/__init__.py
+  printf 'class InputContainer: pass\n' > /tmp/stubs/av/container/__init__.py
+  : > /tmp/stubs/av/subtitles/__init__.py
+  printf 'class SubtitleStream: pass\n' > /tmp/stubs/av/subtitles/stream.py
+  echo "av: import-only stub"
+fi
+export PYTHONPATH=/tmp/pkg:/tmp/site:/tmp/stubs${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 COMFYUI_PATH=$PWD/.comfyui
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader || true
+python3 -m comfyui_vorta.vorta.bench.e2e --model "$models" --time-limit "$limit" --md "$OUT/e2e.md" "$@" 2>&1 | tee "$OUT/e2e.log"
