@@ -84,51 +84,26 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     launch = (layout.num_tiles * math.ceil(layout.tile_tokens / bm), B * h)
     sliding_tile_fwd_kernel[launch](
-        q, kt, vt, k, v, out, heads, tile_start, tv, tv, tv, tv,
+        q, kt, vt, k, v, out, heads, tile_start, tv,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         h, 1.4426950408889634 / math.sqrt(D),
-        g.frames, g.height, g.width, nf, nh, nw, L, text_len, 1, 0,
+        g.frames, g.height, g.width, nf, nh, nw, L, text_len,
         TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
         HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=False,
         BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
     )
-    if text_len:
-        _text_queries(q, kt, vt, k, v, out, heads, tile_start, tv, text_valid, g, layout, list(tile), list(window),
-                      text_len, (bm, bn, warps, stages))
-
-
-def _text_queries(q, kt, vt, k, v, out, heads, tile_start, tv, text_valid, g, layout, tile, window, T, cfg) -> None:
-    """Text rows: the same kernel, dense over every video key (split over the keys) + valid text; then merge."""
-    B, S, H, D = q.shape
-    L = g.numel
-    bm, bn, warps, stages = cfg
-    h = heads.numel()
-    q_blocks = triton.cdiv(T, bm)
-    splits = 2 if INTERPRET else max(1, min(64, triton.cdiv(4 * 132, q_blocks * B * h)))
-    chunk = triton.cdiv(triton.cdiv(L, splits), bn) * bn
-    splits = triton.cdiv(L, chunk)
-    ws_acc = torch.empty(splits, B * h, T, D, dtype=torch.float32, device=q.device)
-    ws_m = torch.empty(splits, B * h, T, dtype=torch.float32, device=q.device)
-    ws_l = torch.empty_like(ws_m)
-    nf, nh, nw = layout.tile_grid
-    sliding_tile_fwd_kernel[(q_blocks * splits, B * h)](
-        q, kt, vt, k, v, out, heads, tile_start, tv, ws_acc, ws_m, ws_l,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        h, 1.4426950408889634 / math.sqrt(D),
-        g.frames, g.height, g.width, nf, nh, nw, L, T, splits, chunk,
-        TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
-        HAS_TEXT=True, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=True,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
-    )
-    m = ws_m.amax(0)
-    w = torch.exp2(ws_m - m)  # (splits, B*h, T)
-    o = (ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]
-    o = o.view(B, h, T, D)
-    if text_valid is not None:
-        o = o * (torch.arange(T, device=q.device)[None, :] < text_valid.to(q.device)[:, None])[:, None, :, None]
-    out[:, L:, heads] = o.transpose(1, 2).to(out.dtype)
+    if text_len:  # the text rows: same kernel, dense over all video keys + valid text
+        sliding_tile_fwd_kernel[(triton.cdiv(text_len, bm), B * h)](
+            q, kt, vt, k, v, out, heads, tile_start, tv,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            h, 1.4426950408889634 / math.sqrt(D),
+            g.frames, g.height, g.width, nf, nh, nw, L, text_len,
+            TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
+            HAS_TEXT=True, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=True,
+            BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
+        )
 
 
 @sliding_tile_op.register_fake

@@ -13,9 +13,8 @@ Where the tile permutation happens:
   segment's last block needs a mask, and loads are plain contiguous rows.  The copy is memory-bound
   (~2 x 0.7 GB at Wan-14B 720p with 40 heads, about 1 ms) and buys unmasked, index-free inner loops.
 Valid text keys are appended to every video query's keys.  Text *queries* (``TEXT_QUERIES``) run the same
-loop, split over the keys (only ~1 query block per head, so the video keys are cut into ``SPLITS`` chunks to
-fill the GPU); each split writes partial (acc, max, sum) and the launcher merges them; padded text rows
-output 0.
+loop over one segment holding every video key (in tile order: order does not matter for dense attention)
+plus the valid text; padded text rows output 0.
 """
 from __future__ import annotations
 
@@ -62,10 +61,10 @@ def _attend(q, k_ptrs, v_ptrs, m_i, l_i, acc, mask, MASKED: tl.constexpr):
 
 @triton.jit
 def sliding_tile_fwd_kernel(
-    Q, KT, VT, K, V, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
+    Q, KT, VT, K, V, O, HEADS, TILE_START, TEXT_VALID,
     sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
     n_heads_sel, qk_scale,
-    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, SPLITS, SPLIT_CHUNK,
+    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN,
     TF: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_TEXT_VALID: tl.constexpr, TEXT_QUERIES: tl.constexpr,
@@ -83,9 +82,8 @@ def sliding_tile_fwd_kernel(
         text_valid = tl.load(TEXT_VALID + b)
     else:
         text_valid = TEXT_LEN
-    if TEXT_QUERIES:  # text rows: dense over every video key and the valid text, split over the keys
-        split = pid_m % SPLITS
-        t_row = (pid_m // SPLITS) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if TEXT_QUERIES:  # text rows: dense over every video key and the valid text; padded rows output 0
+        t_row = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         q_ok = t_row < TEXT_LEN
         q_live = t_row < text_valid
         q_idx = (VIDEO_LEN + t_row).to(tl.int64)[:, None]
@@ -127,9 +125,9 @@ def sliding_tile_fwd_kernel(
     kt_base = KT + pid_bh.to(tl.int64) * VIDEO_LEN * HEAD_DIM
     vt_base = VT + pid_bh.to(tl.int64) * VIDEO_LEN * HEAD_DIM
     for r in range(0, n_rows):
-        if TEXT_QUERIES:  # this split's share of every video key (order does not matter for dense attention)
-            seg_lo = split * SPLIT_CHUNK
-            seg_hi = tl.minimum(seg_lo + SPLIT_CHUNK, VIDEO_LEN)
+        if TEXT_QUERIES:  # one segment: every video key (order does not matter for dense attention)
+            seg_lo = 0
+            seg_hi = VIDEO_LEN
         else:  # one contiguous segment per (frame-tile, row-tile) of the window
             row = (f_lo + r // n_seg_h) * NH + h_lo + r % n_seg_h
             seg_lo = tl.load(TILE_START + row * NW + w_lo)
@@ -146,22 +144,12 @@ def sliding_tile_fwd_kernel(
     if HAS_TEXT:
         k_base = K + b * skb + head * skh
         v_base = V + b * svb + head * svh
-        if TEXT_QUERIES:
-            text_end = tl.where(split == 0, text_valid, 0)  # text keys are taken by the first split only
-        else:
-            text_end = text_valid
-        for start in range(0, text_end, BLOCK_N):
+        for start in range(0, text_valid, BLOCK_N):
             t = start + offs_n
             tt = (VIDEO_LEN + t).to(tl.int64)[:, None]
             m_i, l_i, acc = _attend(q, k_base + tt * sks + d[None, :], v_base + tt * svs + d[None, :],
                                     m_i, l_i, acc, t < text_valid, True)
 
-    if TEXT_QUERIES:  # partial results of this split; the launcher merges the splits
-        ws = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * TEXT_LEN + t_row
-        tl.store(WS_ACC + ws[:, None] * HEAD_DIM + d[None, :], acc, mask=q_ok[:, None])
-        tl.store(WS_M + ws, m_i, mask=q_ok)
-        tl.store(WS_L + ws, l_i, mask=q_ok)
-    else:
-        out = acc / l_i[:, None]
-        o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
-        tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_ok[:, None])
+    out = tl.where(q_live[:, None], acc / l_i[:, None], 0.0)
+    o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
+    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_ok[:, None])
