@@ -82,28 +82,22 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
-    launch = (layout.num_tiles * math.ceil(layout.tile_tokens / bm), B * h)
-    sliding_tile_fwd_kernel[launch](
-        q, kt, vt, k, v, out, heads, tile_start, tv,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        h, 1.4426950408889634 / math.sqrt(D),
-        g.frames, g.height, g.width, nf, nh, nw, L, text_len,
-        TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
-        HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=False,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
-    )
-    if text_len:  # the text rows: same kernel, dense over all video keys + valid text
-        sliding_tile_fwd_kernel[(triton.cdiv(text_len, bm), B * h)](
+
+    def launch(programs: int, text_queries: bool) -> None:
+        sliding_tile_fwd_kernel[(programs, B * h)](
             q, kt, vt, k, v, out, heads, tile_start, tv,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             h, 1.4426950408889634 / math.sqrt(D),
             g.frames, g.height, g.width, nf, nh, nw, L, text_len,
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
-            HAS_TEXT=True, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=True,
+            HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=text_queries,
             BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
         )
+
+    launch(layout.num_tiles * math.ceil(layout.tile_tokens / bm), False)  # video query tiles
+    if text_len:  # text rows: the same kernel, dense over every video key + valid text
+        launch(triton.cdiv(text_len, bm), True)
 
 
 @sliding_tile_op.register_fake
