@@ -261,7 +261,10 @@ class VortaPatch:
         return b
 
     # ----------------------------------------------------------------------------------- the override
+    @torch.compiler.disable
     def attention(self, func, *args, **kwargs):
+        """The override.  Runs eagerly under torch.compile (one graph break per attention call): routing
+        decisions change from step to step, and tracing them would recompile the model every step."""
         opts = kwargs.get("transformer_options") or {}
         prev = opts.get(PREV)
         if _override_marker(prev):
