@@ -5,7 +5,6 @@ here.  The nodes are registered through the V3 entry point ``comfy_entrypoint``,
 ``models/vorta`` router folder with folder_paths (keeping any ``vorta:`` paths from extra_model_paths.yaml).
 """
 
-WEB_DIRECTORY = None
 __all__ = ["comfy_entrypoint"]
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import triton
 
 from ..vorta.geometry import BucketLayout, TileLayout, TokenGrid
-from ..vorta.routing import AttentionProblem, Branches
+from ..vorta.routing import AttentionProblem, Branches, reference_full
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
@@ -115,7 +115,7 @@ def coreset_tables(grid: Tuple[int, int, int], bucket: Tuple[int, int, int], rat
     pooled offset of each bucket, and the pooled video length."""
     layout = BucketLayout(TokenGrid(*grid), bucket, ratio)
     members = layout.members()
-    bk = triton_next_pow2(members.shape[1])
+    bk = triton.next_power_of_2(members.shape[1])
     if bk != members.shape[1]:
         members = torch.cat([members, members.new_full((members.shape[0], bk - members.shape[1]), -1)], 1)
     keep = layout.keep_count()
@@ -124,10 +124,6 @@ def coreset_tables(grid: Tuple[int, int, int], bucket: Tuple[int, int, int], rat
     dev = torch.device(device)
     as32 = lambda t: t.to(device=dev, dtype=torch.int32).contiguous()  # noqa: E731
     return as32(members), as32(layout.center_slot()), as32(keep), as32(offset), int(sizes.sum()), bk
-
-
-def triton_next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
 
 
 @torch.library.custom_op("vorta::coreset_attention", mutates_args=("out",))
@@ -204,12 +200,5 @@ def triton_coreset(q, k, v, heads, out, p: AttentionProblem) -> None:
                list(c.bucket), float(c.ratio), p.kv_from == "key", p.text_len, p.text_valid)
 
 
-def sdpa_full(q, k, v, heads, out, p: AttentionProblem) -> None:
-    """Full attention on the routed heads with PyTorch SDPA (cuDNN/flash on a GPU)."""
-    from ..vorta.reference import full_attention
-
-    qh, kh, vh = (x.index_select(2, heads).transpose(1, 2) for x in (q, k, v))
-    out[:, :, heads] = full_attention(qh, kh, vh, p.text_len, p.text_valid).transpose(1, 2).to(out.dtype)
-
-
-TRITON_BRANCHES = Branches(full=sdpa_full, coreset=triton_coreset, sliding=triton_sliding, name="triton")
+# full heads: the reference branch is PyTorch SDPA (cuDNN/flash on a GPU); in ComfyUI the previous backend serves them
+TRITON_BRANCHES = Branches(full=reference_full, coreset=triton_coreset, sliding=triton_sliding, name="triton")
