@@ -308,7 +308,8 @@ def instrument_vorta(patched, timer: Timer, seq_len: int, device) -> None:
 
     base = select_branches(holder.settings.backend, device)
     timer.branch_impl = base.name
-    holder._branches[str(device)] = dataclasses.replace(base, coreset=timed("self/coreset", base.coreset),
+    key = str(torch.empty(0, device=device).device)  # the patch keys by q.device: 'cuda:0', not 'cuda'
+    holder._branches[key] = dataclasses.replace(base, coreset=timed("self/coreset", base.coreset),
                                                         sliding=timed("self/sliding", base.sliding))
     return holder
 
@@ -604,13 +605,15 @@ class Bench:
     def small_warmup(self) -> None:
         """One dense step at a reduced latent (CUDA context, cuBLAS, allocator) before the first timed step."""
         full_shape = self.shape
-        self.shape = full_shape[:2] + (min(full_shape[2], 5), full_shape[3] // 2, full_shape[4] // 2)
+        half = lambda n: max(2, n // 4 * 2)  # noqa: E731  (even: the 2x2 patch embedding needs it)
+        self.shape = full_shape[:2] + (min(full_shape[2], 5), half(full_shape[3]), half(full_shape[4]))
+        small = self.shape
         t0 = time.perf_counter()
         try:
             self.sample(self.base, [(self.mid, 1, 0, 0)])
         finally:
             self.shape = full_shape
-        print(f"  warm-up at latent {self.shape[:2] + (min(full_shape[2], 5), full_shape[3] // 2, full_shape[4] // 2)}: "
+        print(f"  warm-up at latent {small}: "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
 
     def run_schedule(self, forced: Dict[int, Row], preview_table) -> None:
