@@ -553,7 +553,18 @@ class Bench:
               f"attention {100 * row.share:.0f}%, batch per model call {row.batches}, peak "
               f"{row.peak / 2**30:.2f} GiB, {time.perf_counter() - t0:.0f} s", flush=True)
         self.rows.append(row)
+        if self.args.profile and self.cuda:
+            self.profile(model, idx, name)
         return row
+
+    def profile(self, model, idx: int, name: str) -> None:
+        """One more step under torch.profiler: the CUDA kernels it ran, by total time (``--profile``)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            self.sample(model, [(idx, 0, 1, 1)])
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=70)
+        print(f"  profile of one `{name}` step:\n{table}", flush=True)
 
     def run(self) -> None:
         from ..comfy.patch import preview_table
@@ -766,6 +777,7 @@ def main(argv=None) -> int:
                                                "workflows with embedded guidance do)")
     ap.add_argument("--tiny", action="store_true", help="tiny dimensions on the CPU (smoke test)")
     ap.add_argument("--no-node", action="store_true", help="patch with build_settings + apply_vorta, not the node")
+    ap.add_argument("--profile", action="store_true", help="print the CUDA kernels of one extra step per configuration")
     ap.add_argument("--md", help="write the tables with a header to this markdown file (rewritten after each model)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
