@@ -5,6 +5,7 @@ from ``vorta.geometry`` and cached on the device, so per-call work is only the l
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from functools import lru_cache
@@ -32,6 +33,22 @@ def _check(q: torch.Tensor, what: str) -> None:
 
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _sdpa_cudnn_first():
+    """SDPA backend priority for the pooled attention: cuDNN first (~1.6x FlashAttention-2 on Hopper).
+
+    Without it the backend depends on global state: after ComfyUI's own attention (which sets a cuDNN-first
+    priority only inside its call) PyTorch falls back to FlashAttention-2 for our call, measured at 9.3 vs 5.8 ms
+    per Wan-1.3B layer in a real ComfyUI run."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                 SDPBackend.MATH]
+        return sdpa_kernel(order, set_priority=True)
+    except (ImportError, TypeError):  # older torch: no priorities
+        return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,13 +176,15 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
     if text_len:
         for dst, x in ((qp, q), (kp, k), (vp, v)):
             dst[:, :, pooled:] = x[:, L:].index_select(2, heads).transpose(1, 2)
-    if text_valid is None or text_len == 0:
-        op = F.scaled_dot_product_attention(qp, kp, vp)
-    else:  # like the official code: cut the keys to the valid text per batch element
-        op = torch.empty_like(qp)
-        for i, n in enumerate(text_valid.tolist()):
-            n_keys = pooled + int(n)
-            op[i:i + 1] = F.scaled_dot_product_attention(qp[i:i + 1], kp[i:i + 1, :, :n_keys], vp[i:i + 1, :, :n_keys])
+    with _sdpa_cudnn_first():
+        if text_valid is None or text_len == 0:
+            op = F.scaled_dot_product_attention(qp, kp, vp)
+        else:  # like the official code: cut the keys to the valid text per batch element
+            op = torch.empty_like(qp)
+            for i, n in enumerate(text_valid.tolist()):
+                n_keys = pooled + int(n)
+                op[i:i + 1] = F.scaled_dot_product_attention(qp[i:i + 1], kp[i:i + 1, :, :n_keys],
+                                                             vp[i:i + 1, :, :n_keys])
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     block = 32 if INTERPRET else 64
     coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](
