@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 import triton
 
+try:  # host-side TMA descriptors (Triton >= 3.3)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton: pointer loads only
+    TensorDescriptor = None
+
 from ..vorta.geometry import BucketLayout, TileLayout, TokenGrid
 from ..vorta.routing import AttentionProblem, Branches, reference_full
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
@@ -55,16 +60,24 @@ def _sdpa_cudnn_first():
 # Sliding tile
 
 
-def sliding_config(tile_tokens: int, head_dim: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages): the query block that wastes the fewest padded rows of a tile."""
-    if INTERPRET:
-        return 32, 32, 4, 1
+def sliding_config(tile_tokens: int, head_dim: int, device=None) -> Tuple[int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, TMA): the query block that wastes the fewest padded rows of a
+    tile; K/V loads through TMA on Hopper and newer.  ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` overrides."""
     env = os.environ.get("VORTA_STA_CONFIG")
     if env:
-        return tuple(int(v) for v in env.split(","))  # type: ignore[return-value]
+        v = [int(x) for x in env.split(",")]
+        return v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else _tma_default(device)
+    if INTERPRET:
+        return 32, 32, 4, 1, False
     waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
     bm = 128 if waste[128] <= waste[64] else 64
-    return (128, 64, 8, 3) if bm == 128 else (64, 64, 4, 3)
+    return (128, 64, 8, 3, _tma_default(device)) if bm == 128 else (64, 64, 4, 3, _tma_default(device))
+
+
+def _tma_default(device) -> bool:
+    if INTERPRET or TensorDescriptor is None or device is None or torch.device(device).type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 @lru_cache(maxsize=32)
@@ -89,7 +102,7 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     L = g.numel
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
-    bm, bn, warps, stages = sliding_config(layout.tile_tokens, D)
+    bm, bn, warps, stages, tma = sliding_config(layout.tile_tokens, D, q.device)
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
     kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)
@@ -99,22 +112,50 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    tma = tma and B * h * L < 2**31
+    if tma:
+        kd, vd = (TensorDescriptor.from_tensor(x.view(B * h * L, D), [bn, D]) for x in (kt, vt))
+    else:
+        kd, vd = kt, vt
 
-    def launch(programs: int, text_queries: bool) -> None:
+    def launch(programs: int, text_queries: bool, ws=(heads, heads, heads), splits: int = 1, chunk: int = 0) -> None:
         sliding_tile_fwd_kernel[(programs, B * h)](
-            q, kt, vt, k, v, out, heads, tile_start, tv,
+            q, kt, vt, kd, vd, k, v, out, heads, tile_start, tv, *ws,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             h, 1.4426950408889634 / math.sqrt(D),
-            g.frames, g.height, g.width, nf, nh, nw, L, text_len,
+            g.frames, g.height, g.width, nf, nh, nw, L, text_len, splits, chunk,
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
             HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=text_queries,
-            BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, num_warps=warps, num_stages=stages,
+            BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=tma, num_warps=warps, num_stages=stages,
         )
 
     launch(layout.num_tiles * math.ceil(layout.tile_tokens / bm), False)  # video query tiles
-    if text_len:  # text rows: the same kernel, dense over every video key + valid text
-        launch(triton.cdiv(text_len, bm), True)
+    if not text_len:
+        return
+    # Text rows: dense over every video key + valid text.  About one query block per head would leave most
+    # SMs idle, so the video keys are split into chunks (partials merged here by log-sum-exp).
+    T = text_len
+    q_blocks = triton.cdiv(T, bm)
+    splits = 2 if INTERPRET else max(1, min(64, triton.cdiv(4 * _sm_count(q.device), q_blocks * B * h)))
+    chunk = triton.cdiv(triton.cdiv(L, splits), bn) * bn
+    splits = triton.cdiv(L, chunk)
+    ws_acc = torch.empty(splits, B * h, T, D, dtype=torch.float32, device=q.device)
+    ws_m = torch.empty(splits, B * h, T, dtype=torch.float32, device=q.device)
+    ws_l = torch.empty_like(ws_m)
+    launch(q_blocks * splits, True, (ws_acc, ws_m, ws_l), splits, chunk)
+    m = ws_m.amax(0)
+    w = torch.exp2(ws_m - m)  # (splits, B*h, T)
+    o = ((ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]).view(B, h, T, D)
+    if text_valid is not None:  # padded text rows output 0
+        live = torch.arange(T, device=q.device)[None, :] < text_valid.to(q.device)[:, None]
+        o = o * live[:, None, :, None]
+    out[:, L:, heads.long()] = o.transpose(1, 2).to(out.dtype)
+
+
+@lru_cache(maxsize=8)
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if torch.cuda.is_available() else 1
 
 
 @sliding_tile_op.register_fake

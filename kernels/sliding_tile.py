@@ -13,8 +13,10 @@ Where the tile permutation happens:
   segment's last block needs a mask, and loads are plain contiguous rows.  The copy is memory-bound
   (~2 x 0.7 GB at Wan-14B 720p with 40 heads, about 1 ms) and buys unmasked, index-free inner loops.
 Valid text keys are appended to every video query's keys.  Text *queries* (``TEXT_QUERIES``) run the same
-loop over one segment holding every video key (in tile order: order does not matter for dense attention)
-plus the valid text; padded text rows output 0.
+loop, split over the keys: there is about one query block per head, so the video keys (in tile order: order
+does not matter for dense attention) are cut into ``SPLITS`` chunks to fill the GPU; each split writes its
+partial (acc, max, sum) and the launcher merges them (log-sum-exp); padded text rows output 0.
+``USE_TMA`` loads the tile-ordered K/V blocks through Hopper's TMA (host tensor descriptors).
 """
 from __future__ import annotations
 
@@ -40,14 +42,8 @@ def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, skb, sks, skh, svb, svs, svh,
 
 
 @triton.jit
-def _attend(q, k_ptrs, v_ptrs, m_i, l_i, acc, mask, MASKED: tl.constexpr):
+def _attend(q, k, v, m_i, l_i, acc, mask, MASKED: tl.constexpr):
     """One online-softmax step over a key block (q is pre-scaled by log2(e)/sqrt(D))."""
-    if MASKED:
-        k = tl.load(k_ptrs, mask=mask[:, None], other=0.0)
-        v = tl.load(v_ptrs, mask=mask[:, None], other=0.0)
-    else:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
     s = tl.dot(q, tl.trans(k))
     if MASKED:
         s = tl.where(mask[None, :], s, float("-inf"))
@@ -60,15 +56,37 @@ def _attend(q, k_ptrs, v_ptrs, m_i, l_i, acc, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _load_kv(KT, VT, KT_DESC, VT_DESC, row0, start, offs_n, d, seg_hi,
+             MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A block of tile-ordered keys/values starting at ``start``.  With TMA the load is never masked: rows past
+    the segment belong to the next segment or head (finite values; their scores are masked) or lie past the
+    buffer (TMA fills zeros)."""
+    if USE_TMA:
+        r = (row0 + start).to(tl.int32)  # TMA coordinates are 32-bit (the launcher checks the row count)
+        k = KT_DESC.load([r, 0])
+        v = VT_DESC.load([r, 0])
+    else:
+        kv = (row0 + start + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+        if MASKED:
+            ok = (start + offs_n < seg_hi)[:, None]
+            k = tl.load(KT + kv, mask=ok, other=0.0)
+            v = tl.load(VT + kv, mask=ok, other=0.0)
+        else:
+            k = tl.load(KT + kv)
+            v = tl.load(VT + kv)
+    return k, v
+
+
+@triton.jit
 def sliding_tile_fwd_kernel(
-    Q, KT, VT, K, V, O, HEADS, TILE_START, TEXT_VALID,
+    Q, KT, VT, KT_DESC, VT_DESC, K, V, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
     sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
     n_heads_sel, qk_scale,
-    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN,
+    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, SPLITS, SPLIT_CHUNK,
     TF: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_TEXT_VALID: tl.constexpr, TEXT_QUERIES: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     P: tl.constexpr = TF * TH * TW
     Q_BLOCKS: tl.constexpr = (P + BLOCK_M - 1) // BLOCK_M
@@ -82,8 +100,9 @@ def sliding_tile_fwd_kernel(
         text_valid = tl.load(TEXT_VALID + b)
     else:
         text_valid = TEXT_LEN
-    if TEXT_QUERIES:  # text rows: dense over every video key and the valid text; padded rows output 0
-        t_row = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    if TEXT_QUERIES:  # text rows: dense over every video key and the valid text, split over the keys
+        split = pid_m % SPLITS
+        t_row = (pid_m // SPLITS) * BLOCK_M + tl.arange(0, BLOCK_M)
         q_ok = t_row < TEXT_LEN
         q_live = t_row < text_valid
         q_idx = (VIDEO_LEN + t_row).to(tl.int64)[:, None]
@@ -122,34 +141,43 @@ def sliding_tile_fwd_kernel(
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: an all-masked block leaves the state intact
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    kt_base = KT + pid_bh.to(tl.int64) * VIDEO_LEN * HEAD_DIM
-    vt_base = VT + pid_bh.to(tl.int64) * VIDEO_LEN * HEAD_DIM
+    row0 = pid_bh.to(tl.int64) * VIDEO_LEN  # this (batch, head)'s rows of the tile-ordered K/V
     for r in range(0, n_rows):
-        if TEXT_QUERIES:  # one segment: every video key (order does not matter for dense attention)
-            seg_lo = 0
-            seg_hi = VIDEO_LEN
+        if TEXT_QUERIES:  # this split's share of every video key (order does not matter for dense attention)
+            seg_lo = split * SPLIT_CHUNK
+            seg_hi = tl.minimum(seg_lo + SPLIT_CHUNK, VIDEO_LEN)
         else:  # one contiguous segment per (frame-tile, row-tile) of the window
             row = (f_lo + r // n_seg_h) * NH + h_lo + r % n_seg_h
             seg_lo = tl.load(TILE_START + row * NW + w_lo)
             seg_hi = tl.load(TILE_START + row * NW + w_hi + 1)
         full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
         for start in range(seg_lo, full_end, BLOCK_N):
-            kv = (start + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
-            m_i, l_i, acc = _attend(q, kt_base + kv, vt_base + kv, m_i, l_i, acc, offs_n, False)
+            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0, start, offs_n, d, seg_hi, False, USE_TMA, HEAD_DIM)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
         if full_end < seg_hi:
-            j = full_end + offs_n
-            kv = j.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
-            m_i, l_i, acc = _attend(q, kt_base + kv, vt_base + kv, m_i, l_i, acc, j < seg_hi, True)
+            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0, full_end, offs_n, d, seg_hi, True, USE_TMA, HEAD_DIM)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, full_end + offs_n < seg_hi, True)
 
     if HAS_TEXT:
         k_base = K + b * skb + head * skh
         v_base = V + b * svb + head * svh
-        for start in range(0, text_valid, BLOCK_N):
+        if TEXT_QUERIES:
+            text_end = tl.where(split == 0, text_valid, 0)  # text keys are taken by the first split only
+        else:
+            text_end = text_valid
+        for start in range(0, text_end, BLOCK_N):
             t = start + offs_n
             tt = (VIDEO_LEN + t).to(tl.int64)[:, None]
-            m_i, l_i, acc = _attend(q, k_base + tt * sks + d[None, :], v_base + tt * svs + d[None, :],
-                                    m_i, l_i, acc, t < text_valid, True)
+            ok = (t < text_valid)[:, None]
+            k = tl.load(k_base + tt * sks + d[None, :], mask=ok, other=0.0)
+            v = tl.load(v_base + tt * svs + d[None, :], mask=ok, other=0.0)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, t < text_valid, True)
 
-    out = tl.where(q_live[:, None], acc / l_i[:, None], 0.0)
-    o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
-    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_ok[:, None])
+    if TEXT_QUERIES:  # partial results of this split; the launcher merges the splits
+        ws = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * TEXT_LEN + t_row
+        tl.store(WS_ACC + ws[:, None] * HEAD_DIM + d[None, :], acc, mask=q_ok[:, None])
+        tl.store(WS_M + ws, m_i, mask=q_ok)
+        tl.store(WS_L + ws, l_i, mask=q_ok)
+    else:
+        o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
+        tl.store(o_ptr, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=q_ok[:, None])

@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", help="comma-separated indices into the shape list")
     ap.add_argument("--quick", action="store_true", help="skip the slow reference timings")
     ap.add_argument("--md", help="write the tables with a header to this markdown file")
-    ap.add_argument("--sweep", help="sliding kernel configs to time, e.g. '128,64,8,3;64,64,4,3' (BLOCK_M,BLOCK_N,warps,stages)")
+    ap.add_argument("--sweep", help="sliding kernel configs to time, e.g. '128,64,8,3;64,64,4,3' (BLOCK_M,BLOCK_N,warps,stages[,tma 0|1])")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("this benchmark needs a CUDA GPU", file=sys.stderr)
