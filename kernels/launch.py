@@ -60,18 +60,24 @@ def _sdpa_cudnn_first():
 # Sliding tile
 
 
-def sliding_config(tile_tokens: int, head_dim: int, device=None) -> Tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, TMA): the query block that wastes the fewest padded rows of a
-    tile; K/V loads through TMA on Hopper and newer.  ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` overrides."""
+def sliding_config(tile_tokens: int, head_dim: int, device=None,
+                   segment_tokens: int = 0) -> Tuple[int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, TMA), measured on the H100 (bench/results, launch sweep):
+    the query block that pads a tile least; K/V through TMA on Hopper and newer; 128-key blocks when a
+    window segment (``segment_tokens`` keys) splits into them without a masked tail (TMA only).
+    ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` overrides."""
+    tma = _tma_default(device)
     env = os.environ.get("VORTA_STA_CONFIG")
     if env:
         v = [int(x) for x in env.split(",")]
-        return v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else _tma_default(device)
+        return v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else tma
     if INTERPRET:
         return 32, 32, 4, 1, False
     waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
-    bm = 128 if waste[128] <= waste[64] else 64
-    return (128, 64, 8, 3, _tma_default(device)) if bm == 128 else (64, 64, 4, 3, _tma_default(device))
+    if waste[128] > waste[64]:
+        return 64, 64, 4, 3, tma
+    bn = 128 if tma and segment_tokens and segment_tokens % 128 == 0 else 64
+    return 128, bn, 8, 3, tma
 
 
 def _tma_default(device) -> bool:
@@ -102,7 +108,8 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     L = g.numel
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
-    bm, bn, warps, stages, tma = sliding_config(layout.tile_tokens, D, q.device)
+    segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
+    bm, bn, warps, stages, tma = sliding_config(layout.tile_tokens, D, q.device, segment)
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
     kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)

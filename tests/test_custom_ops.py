@@ -30,7 +30,11 @@ def test_ops_compile_fullgraph_and_match_reference():
     qh, kh, vh = (x.transpose(1, 2)[:, 1:].cpu() for x in (q, k, v))
     ref = sliding_tile_attention(qh, kh, vh, g, (1, 2, 3), (3, 3, 3))
     ref2 = coreset_attention(qh, kh, vh, g, (2, 3, 2), 0.5)
-    tol = 2e-3 if DEV == "cuda" else 1e-5
-    assert torch.allclose(out[:, :, 1].cpu(), ref[:, 0], atol=tol)
-    assert torch.allclose(out2[:, :, 1].cpu(), ref2[:, 0], atol=tol)
+    tol = 2e-3 if DEV == "cuda" else 1e-5  # fp32 tl.dot runs in TF32 on a GPU
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    assert rel(out[:, :, 1].cpu(), ref[:, 0]) < tol
+    assert rel(out2[:, :, 1].cpu(), ref2[:, 0]) < tol
     assert (out[:, :, 0] == 0).all() and (out2[:, :, 0] == 0).all()
