@@ -44,3 +44,12 @@ def test_loads_under_an_arbitrary_folder_name_like_comfyui(tmp_path):
     finally:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
+
+
+def test_bench_dispatcher_lists_its_commands():
+    """`python -m comfyui_vorta.vorta.bench` names its commands and fails loudly without one."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "comfyui_vorta.vorta.bench"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "e2e" in r.stderr and "kernels" in r.stderr
