@@ -9,11 +9,12 @@ import contextlib
 import math
 import os
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 import triton
+from triton.runtime.errors import OutOfResources
 
 try:  # host-side TMA descriptors (Triton >= 3.3)
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -21,7 +22,7 @@ except ImportError:  # pragma: no cover - older Triton: pointer loads only
     TensorDescriptor = None
 
 from ..vorta.geometry import BucketLayout, TileLayout, TokenGrid
-from ..vorta.routing import AttentionProblem, Branches, reference_full
+from ..vorta.routing import AttentionProblem, Branches, reference_full, reference_sliding
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
@@ -60,24 +61,48 @@ def _sdpa_cudnn_first():
 # Sliding tile
 
 
-def sliding_config(tile_tokens: int, head_dim: int, device=None,
-                   segment_tokens: int = 0) -> Tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, TMA), measured on the H100 (bench/results, launch sweep):
-    the query block that pads a tile least; K/V through TMA on Hopper and newer; 128-key blocks when a
-    window segment (``segment_tokens`` keys) splits into them without a masked tail (TMA only).
-    ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` overrides."""
+Config = Tuple[int, int, int, int, bool]  # BLOCK_M, BLOCK_N, num_warps, num_stages, TMA
+SMALLER_CONFIGS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
+
+
+def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0,
+                    elem_size: int = 2) -> List[Config]:
+    """Launch configs to try, best first.  The first is measured on the H100 (bench/results, launch sweep):
+    the query block that pads a tile least; K/V through TMA on Hopper and newer; 128-key blocks when a window
+    segment (``segment_tokens`` keys) splits into them without a masked tail (TMA only).  Smaller ones follow for
+    GPUs with less shared memory (consumer cards have ~100 KB per block); configs whose K/V pipeline cannot fit
+    the device's shared memory are left out.  ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` forces one config."""
     tma = _tma_default(device)
     env = os.environ.get("VORTA_STA_CONFIG")
     if env:
         v = [int(x) for x in env.split(",")]
-        return v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else tma
+        return [(v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else tma)]
     if INTERPRET:
-        return 32, 32, 4, 1, False
+        return [(32, 32, 4, 1, False), (16, 16, 4, 1, False)]
     waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
     if waste[128] > waste[64]:
-        return 64, 64, 4, 3, tma
-    bn = 128 if tma and segment_tokens and segment_tokens % 128 == 0 else 64
-    return 128, bn, 8, 3, tma
+        best = (64, 64, 4, 3)
+    else:
+        best = (128, 128 if tma and segment_tokens and segment_tokens % 128 == 0 else 64, 8, 3)
+    limit = _smem_limit(device)
+    out: List[Config] = []
+    for bm, bn, warps, stages in [best] + SMALLER_CONFIGS:
+        need = ((stages - 1) * 2 * bn + bm) * head_dim * elem_size  # K/V buffers in flight + Q
+        if (bm, bn, warps, stages, tma) not in out and (limit is None or need <= limit or bm == 32):
+            out.append((bm, bn, warps, stages, tma))
+    return out
+
+
+def sliding_config(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0) -> Config:
+    """The first launch config to try (see ``sliding_configs``)."""
+    return sliding_configs(tile_tokens, head_dim, device, segment_tokens)[0]
+
+
+@lru_cache(maxsize=8)
+def _smem_limit(device) -> Optional[int]:
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    return getattr(torch.cuda.get_device_properties(device), "shared_memory_per_block_optin", None)
 
 
 def _tma_default(device) -> bool:
@@ -109,7 +134,8 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
-    bm, bn, warps, stages, tma = sliding_config(layout.tile_tokens, D, q.device, segment)
+    configs = sliding_configs(layout.tile_tokens, D, q.device, segment, q.element_size())
+    key = (str(q.device), q.dtype, tuple(configs))
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
     kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)
@@ -119,6 +145,38 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    if key in _NO_CONFIG:  # known: nothing fits (do not recompile every call)
+        raise NoKernelConfig(_NO_CONFIG[key])
+    errors = []
+    for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
+        try:
+            _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
+                              text_len, configs[i])
+        except OutOfResources as e:  # too little shared memory on this GPU: try the next, smaller config
+            errors.append(f"{configs[i][:4]}: {e}")
+            continue
+        _WORKING_CONFIG[key] = i
+        return
+    _NO_CONFIG[key] = "no launch config of the sliding tile kernel fits this GPU (" + "; ".join(errors) + ")"
+    raise NoKernelConfig(_NO_CONFIG[key])
+
+
+_WORKING_CONFIG: Dict[tuple, int] = {}  # index of the config that launched, per (device, dtype, config list)
+_NO_CONFIG: Dict[tuple, str] = {}  # (device, dtype, config list) where none launched -> why
+
+
+class NoKernelConfig(RuntimeError):
+    """Every launch config ran out of GPU resources; the branch falls back to the PyTorch reference."""
+
+
+def _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
+                      config: Config) -> None:
+    """The video-query launch and, with text, the split text-query launch and its merge."""
+    B, S, H, D = q.shape
+    L = g.numel
+    h = heads.numel()
+    nf, nh, nw = layout.tile_grid
+    bm, bn, warps, stages, tma = config
     tma = tma and B * h * L < 2**31
     if tma:
         kd, vd = (TensorDescriptor.from_tensor(x.view(B * h * L, D), [bn, D]) for x in (kt, vt))
@@ -256,8 +314,14 @@ def _heads32(heads: torch.Tensor) -> torch.Tensor:
 def triton_sliding(q, k, v, heads, out, p: AttentionProblem) -> None:
     _check(q, "sliding tile attention")
     c = p.config
-    sliding_tile_op(_unit_last(q), _unit_last(k), _unit_last(v), _heads32(heads), out, list(p.grid.shape),
-                    list(c.tile), list(c.window), p.text_len, p.text_valid)
+    try:
+        sliding_tile_op(_unit_last(q), _unit_last(k), _unit_last(v), _heads32(heads), out, list(p.grid.shape),
+                        list(c.tile), list(c.window), p.text_len, p.text_valid)
+    except NoKernelConfig as e:
+        from . import _log_once
+
+        _log_once(f"VORTA: sliding tile heads use the PyTorch reference (slower): {e}")
+        reference_sliding(q, k, v, heads, out, p)
 
 
 def triton_coreset(q, k, v, heads, out, p: AttentionProblem) -> None:

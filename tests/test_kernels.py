@@ -92,3 +92,53 @@ def test_sliding_launch_configs(case, config, monkeypatch):
     ref = reference.sliding_tile_attention(qh, kh, vh, g, tile, window, T, tv)
     err = rel(out[:, :, routed].transpose(1, 2).float().cpu(), ref)
     assert err < TOL[dtype], f"relative error {err:.2e} with config {config}"
+
+
+class _Fails:
+    """Stands in for the sliding kernel: raises Triton's OutOfResources for the configs in ``fail``
+    (as a GPU with little shared memory would), launches the real kernel otherwise."""
+
+    def __init__(self, real, fail):
+        self.real, self.fail, self.tried = real, fail, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.tried.append(kw["BLOCK_M"])
+            if kw["BLOCK_M"] in self.fail:
+                from triton.runtime.errors import OutOfResources
+                raise OutOfResources(232448, 101376, "shared memory")
+            return self.real[grid](*args, **kw)
+
+        return launch
+
+
+@pytest.mark.parametrize("fail", [{32}, {32, 16}], ids=["smaller-config", "reference"])
+def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
+    """No shared memory for a config: the next smaller one runs; for none, the reference runs, with one warning."""
+    from comfyui_vorta.kernels import launch
+
+    monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
+    monkeypatch.setattr(launch, "_WORKING_CONFIG", {})
+    monkeypatch.setattr(launch, "_NO_CONFIG", {})
+    fake = _Fails(launch.sliding_tile_fwd_kernel, fail)
+    monkeypatch.setattr(launch, "sliding_tile_fwd_kernel", fake)
+    grid, tile, window, H, routed, (T, valid), layout, B = CASES[4]
+    g = TokenGrid(*grid)
+    D, dtype, S = 32, torch.float32, g.numel + T
+    q, k, v = make(B, H, S, D, dtype, layout, seed=5)
+    tv = torch.tensor(valid)
+    p = AttentionProblem(g, VortaConfig(tile=tile, window=window), kv_from="key", text_len=T, text_valid=tv)
+    qs, ks, vs = (as_bshd(x, layout, H) for x in (q, k, v))
+    ref = reference.sliding_tile_attention(*(x.transpose(1, 2)[:, routed].float().cpu() for x in (qs, ks, vs)),
+                                           g, tile, window, T, tv)
+    for _ in range(2):  # the second call starts from the config that worked
+        out = torch.full((B, S, H, D), float("nan"), dtype=dtype, device=DEV)
+        with caplog.at_level("WARNING", logger="vorta"):
+            launch.triton_sliding(qs, ks, vs, torch.tensor(routed, device=DEV), out, p)
+        assert rel(out[:, :, routed].transpose(1, 2).float().cpu(), ref) < TOL[dtype]
+    if fail == {32}:
+        assert fake.tried[0] == 32 and set(fake.tried[1:]) == {16}, fake.tried
+        assert "PyTorch reference" not in caplog.text
+    else:
+        assert "no launch config of the sliding tile kernel fits this GPU" in caplog.text
+        assert fake.tried == [32, 16], "the second call must not retry configs known not to fit"
