@@ -115,7 +115,7 @@ class _Fails:
 @pytest.mark.parametrize("fail", [{32}, {32, 16}], ids=["smaller-config", "reference"])
 def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     """No shared memory for a config: the next smaller one runs; for none, the reference runs, with one warning."""
-    from comfyui_vorta.kernels import launch
+    from comfyui_vorta.kernels import sliding_launch as launch
 
     monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
     monkeypatch.setattr(launch, "_WORKING_CONFIG", {})
