@@ -56,11 +56,6 @@ def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens
     return out
 
 
-def sliding_config(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0) -> Config:
-    """The first launch config to try (see ``sliding_configs``)."""
-    return sliding_configs(tile_tokens, head_dim, device, segment_tokens)[0]
-
-
 @lru_cache(maxsize=8)
 def _smem_limit(device) -> Optional[int]:
     if device is None or torch.device(device).type != "cuda":
@@ -99,6 +94,8 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
     configs = sliding_configs(layout.tile_tokens, D, q.device, segment, q.element_size())
     key = (str(q.device), q.dtype, tuple(configs))
+    if key in _NO_CONFIG:  # known: nothing fits (do not recompile every call)
+        raise NoKernelConfig(_NO_CONFIG[key])
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
     kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)
@@ -108,8 +105,6 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
-    if key in _NO_CONFIG:  # known: nothing fits (do not recompile every call)
-        raise NoKernelConfig(_NO_CONFIG[key])
     errors = []
     for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
         try:
@@ -176,7 +171,7 @@ def _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g
     w = torch.exp2(ws_m - m)  # (splits, B*h, T)
     o = ((ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]).view(B, h, T, D)
     if text_valid is not None:  # padded text rows output 0
-        live = torch.arange(T, device=q.device)[None, :] < text_valid.to(q.device)[:, None]
+        live = torch.arange(T, device=q.device)[None, :] < tv[:, None]
         o = o * live[:, None, :, None]
     out[:, L:, heads.long()] = o.transpose(1, 2).to(out.dtype)
 

@@ -559,11 +559,9 @@ class Bench:
 
     def profile(self, model, idx: int, name: str) -> None:
         """One more step under torch.profiler: the CUDA kernels it ran, by total time (``--profile``)."""
-        from torch.profiler import ProfilerActivity, profile
+        from .profile_routed import kernel_table
 
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            self.sample(model, [(idx, 0, 1, 1)])
-        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=70)
+        table = kernel_table(lambda: self.sample(model, [(idx, 0, 1, 1)]), rows=12, warm=False)
         print(f"  profile of one `{name}` step:\n{table}", flush=True)
 
     def run(self) -> None:

@@ -24,15 +24,17 @@ def triple(text: str):
     return tuple(int(v) for v in text.split(","))
 
 
-def kernel_table(fn, rows: int = 8) -> str:
+def kernel_table(fn, rows: int = 8, warm: bool = True) -> str:
+    """The CUDA kernels one call of ``fn`` runs, by total time (torch.profiler), after a warm-up call."""
     from torch.profiler import ProfilerActivity, profile
 
-    fn()
-    torch.cuda.synchronize()
+    if warm:
+        fn()
+        torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
 
 
 def main(argv=None) -> int:
