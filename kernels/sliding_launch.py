@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -24,35 +24,52 @@ from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
 
 
-Config = Tuple[int, int, int, int, bool]  # BLOCK_M, BLOCK_N, num_warps, num_stages, TMA
+class LaunchConfig(NamedTuple):
+    """How the sliding tile kernel is launched."""
+    block_m: int  # query rows per program
+    block_n: int  # keys per inner-loop block
+    warps: int
+    stages: int  # software-pipeline depth of the K/V loads
+    tma: bool  # K/V blocks through TMA descriptors (Hopper and newer)
+    tail_n: int = 0  # keys per block of a segment's tail (0: block_n)
+    row_split: bool = True  # a tile's rows past its last whole block_m run in a second launch, smaller block
+
+
 SMALLER_CONFIGS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
 
 
+def _pow2_at_least(n: int, lo: int = 16) -> int:
+    return max(lo, 1 << max(0, (n - 1).bit_length()))
+
+
 def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0,
-                    elem_size: int = 2) -> List[Config]:
-    """Launch configs to try, best first.  The first is measured on the H100 (bench/results, launch sweep):
-    the query block that pads a tile least; K/V through TMA on Hopper and newer; 128-key blocks when a window
-    segment (``segment_tokens`` keys) splits into them without a masked tail (TMA only).  Smaller ones follow for
-    GPUs with less shared memory (consumer cards have ~100 KB per block); configs whose K/V pipeline cannot fit
-    the device's shared memory are left out.  ``VORTA_STA_CONFIG="128,64,8,3[,tma]"`` forces one config."""
+                    elem_size: int = 2) -> List[LaunchConfig]:
+    """Launch configs to try, best first.  The first is measured on the H100 (bench/results, launch sweeps):
+    with TMA and tiles of 256+ tokens, 128-row query blocks (a tile's last rows in a smaller block) and 128-key
+    blocks with the window segments' tails in the smallest block that holds them; otherwise (small tiles such
+    as Wan-1.3B's 192, or no TMA: Ampere, Ada) the query block that pads a tile least and 64-key blocks.  Smaller ones follow for GPUs with less shared memory (consumer cards have
+    ~100 KB per block); configs whose K/V pipeline cannot fit the device's shared memory are left out.
+    ``VORTA_STA_CONFIG="BM,BN,warps,stages[,tma[,tail_n[,row_split]]]"`` forces one config."""
     tma = _tma_default(device)
     env = os.environ.get("VORTA_STA_CONFIG")
     if env:
         v = [int(x) for x in env.split(",")]
-        return [(v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else tma)]
+        return [LaunchConfig(v[0], v[1], v[2], v[3], bool(v[4]) if len(v) > 4 else tma, *v[5:6],
+                             *(bool(x) for x in v[6:7]))]
     if INTERPRET:
-        return [(32, 32, 4, 1, False), (16, 16, 4, 1, False)]
-    waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
-    if waste[128] > waste[64]:
-        best = (64, 64, 4, 3)
-    else:
-        best = (128, 128 if tma and segment_tokens and segment_tokens % 128 == 0 else 64, 8, 3)
+        return [LaunchConfig(32, 32, 4, 1, False), LaunchConfig(16, 16, 4, 1, False)]
+    if tma and tile_tokens >= 256:  # two or more whole 128-row blocks per tile: the last rows in a second launch
+        tail = segment_tokens % 128
+        best = LaunchConfig(128, 128, 8, 3, True, _pow2_at_least(tail) if tail else 128)
+    else:  # small tiles (or no TMA): the query block that pads a tile least
+        waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
+        best = LaunchConfig(64, 64, 4, 3, tma) if waste[128] > waste[64] else LaunchConfig(128, 64, 8, 3, tma)
     limit = _smem_limit(device)
-    out: List[Config] = []
-    for bm, bn, warps, stages in [best] + SMALLER_CONFIGS:
-        need = ((stages - 1) * 2 * bn + bm) * head_dim * elem_size  # K/V buffers in flight + Q
-        if (bm, bn, warps, stages, tma) not in out and (limit is None or need <= limit or bm == 32):
-            out.append((bm, bn, warps, stages, tma))
+    out: List[LaunchConfig] = []
+    for c in [best] + [LaunchConfig(*c, tma) for c in SMALLER_CONFIGS]:
+        need = ((c.stages - 1) * 2 * c.block_n + c.block_m) * head_dim * elem_size  # K/V buffers in flight + Q
+        if c not in out and (limit is None or need <= limit or c.block_m == 32):
+            out.append(c)
     return out
 
 
@@ -98,20 +115,20 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         raise NoKernelConfig(_NO_CONFIG[key])
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
-    kt = torch.empty(B * h, L, D, dtype=k.dtype, device=k.device)
+    tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    kt = torch.empty(B * h, L + text_len, D, dtype=k.dtype, device=k.device)  # tile-ordered video, then text
     vt = torch.empty_like(kt)
     gblock = 32 if INTERPRET else 64
-    tile_gather_kernel[(triton.cdiv(L, gblock), B * h)](
-        k, v, kt, vt, perm, heads, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        h, L, BLOCK=gblock, HEAD_DIM=D, num_warps=4)
-    tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
+    tile_gather_kernel[(triton.cdiv(L + text_len, gblock), B * h)](
+        k, v, kt, vt, perm, heads, tv, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        h, L, L + text_len, BLOCK=gblock, HEAD_DIM=D, HAS_TEXT_VALID=text_valid is not None, num_warps=4)
     errors = []
     for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
         try:
-            _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
+            _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
                               text_len, configs[i])
         except OutOfResources as e:  # too little shared memory on this GPU: try the next, smaller config
-            errors.append(f"{configs[i][:4]}: {e}")
+            errors.append(f"{tuple(configs[i][:4])}: {e}")
             continue
         _WORKING_CONFIG[key] = i
         return
@@ -127,33 +144,46 @@ class NoKernelConfig(RuntimeError):
     """Every launch config ran out of GPU resources; the branch falls back to the PyTorch reference."""
 
 
-def _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
-                      config: Config) -> None:
-    """The video-query launch and, with text, the split text-query launch and its merge."""
+def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
+                      config: LaunchConfig) -> None:
+    """The video-query launch(es) and, with text, the split text-query launch and its merge."""
     B, S, H, D = q.shape
     L = g.numel
     h = heads.numel()
     nf, nh, nw = layout.tile_grid
-    bm, bn, warps, stages, tma = config
-    tma = tma and B * h * L < 2**31
+    bm, bn = config.block_m, config.block_n
+    tail_n = config.tail_n or bn
+    tma = config.tma and kt.shape[0] * kt.shape[1] < 2**31
     if tma:
-        kd, vd = (TensorDescriptor.from_tensor(x.view(B * h * L, D), [bn, D]) for x in (kt, vt))
+        rows = kt.view(-1, D), vt.view(-1, D)
+        kd, vd = (TensorDescriptor.from_tensor(x, [bn, D]) for x in rows)
+        kd_tail, vd_tail = (TensorDescriptor.from_tensor(x, [tail_n, D]) for x in rows) if tail_n != bn else (kd, vd)
     else:
-        kd, vd = kt, vt
+        kd, vd, kd_tail, vd_tail = kt, vt, kt, vt
 
-    def launch(programs: int, text_queries: bool, ws=(heads, heads, heads), splits: int = 1, chunk: int = 0) -> None:
+    def launch(programs: int, block_m: int, warps: int, text_queries: bool, row_lo: int = 0, n_rows: int = 0,
+               ws=(heads, heads, heads), splits: int = 1, chunk: int = 0) -> None:
         sliding_tile_fwd_kernel[(programs, B * h)](
-            q, kt, vt, kd, vd, k, v, out, heads, tile_start, tv, *ws,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            q, kt, vt, kd, vd, kd_tail, vd_tail, out, heads, tile_start, tv, *ws,
+            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
             h, 1.4426950408889634 / math.sqrt(D),
             g.frames, g.height, g.width, nf, nh, nw, L, text_len, splits, chunk,
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
-            HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None, TEXT_QUERIES=text_queries,
-            BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=tma, num_warps=warps, num_stages=stages,
+            ROW_LO=row_lo, ROWS=n_rows, HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None,
+            TEXT_QUERIES=text_queries, BLOCK_M=block_m, BLOCK_N=bn, TAIL_N=tail_n, HEAD_DIM=D, USE_TMA=tma,
+            num_warps=warps, num_stages=config.stages,
         )
 
-    launch(layout.num_tiles * math.ceil(layout.tile_tokens / bm), False)  # video query tiles
+    # Video query tiles: whole blocks of bm rows, then (row_split) the remaining rows in the smallest block.
+    P = layout.tile_tokens
+    rest = P % bm
+    tail_m = _pow2_at_least(rest)
+    if config.row_split and rest and tail_m < bm:
+        if P // bm:
+            launch(layout.num_tiles * (P // bm), bm, config.warps, False, 0, P - rest)
+        launch(layout.num_tiles, tail_m, 4 if tail_m <= 64 else config.warps, False, P - rest, rest)
+    else:
+        launch(layout.num_tiles * math.ceil(P / bm), bm, config.warps, False, 0, P)
     if not text_len:
         return
     # Text rows: dense over every video key + valid text.  About one query block per head would leave most
@@ -166,7 +196,7 @@ def _sliding_launches(q, k, v, kt, vt, out, heads, tile_start, tv, text_valid, g
     ws_acc = torch.empty(splits, B * h, T, D, dtype=torch.float32, device=q.device)
     ws_m = torch.empty(splits, B * h, T, dtype=torch.float32, device=q.device)
     ws_l = torch.empty_like(ws_m)
-    launch(q_blocks * splits, True, (ws_acc, ws_m, ws_l), splits, chunk)
+    launch(q_blocks * splits, bm, config.warps, True, ws=(ws_acc, ws_m, ws_l), splits=splits, chunk=chunk)
     m = ws_m.amax(0)
     w = torch.exp2(ws_m - m)  # (splits, B*h, T)
     o = ((ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]).view(B, h, T, D)

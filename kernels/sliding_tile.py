@@ -1,21 +1,26 @@
 """Fused sliding tile attention (forward), one launch for all routed heads.
 
-Equals ``vorta.reference.sliding_tile_attention`` (video queries) for any grid, tile and window.
+Equals ``vorta.reference.sliding_tile_attention`` for any grid, tile and window.
 
 Where the tile permutation happens:
 * queries and outputs: in the kernel's index math.  Each program owns one block of one query tile and
   computes the raster address of every row from its tile coordinates (``[B, S, H, D]`` views with any
   strides: Wan's ``[B, L, H*D]``, Hunyuan's ``[B, H, L, D]``), so Q is read and O written in place;
 * keys/values: ``tile_gather_kernel`` copies the routed heads' K and V once into tile order
-  (compacted: partial border tiles take only their real tokens).  In tile order the window's tiles along
-  W are adjacent, so a query tile's keys are ``wF*wH`` contiguous segments of ``wW`` tiles (1,080 keys for
-  Wan's 5x9x8 tiles): key blocks run across tile boundaries, every key in a segment is valid, only each
-  segment's last block needs a mask, and loads are plain contiguous rows.  The copy is memory-bound
-  (~2 x 0.7 GB at Wan-14B 720p with 40 heads, about 1 ms) and buys unmasked, index-free inner loops.
-Valid text keys are appended to every video query's keys.  Text *queries* (``TEXT_QUERIES``) run the same
-loop, split over the keys: there is about one query block per head, so the video keys (in tile order: order
-does not matter for dense attention) are cut into ``SPLITS`` chunks to fill the GPU; each split writes its
-partial (acc, max, sum) and the launcher merges them (log-sum-exp); padded text rows output 0.
+  (compacted: partial border tiles take only their real tokens), followed by the text tokens.  In tile
+  order the window's tiles along W are adjacent, so a query tile's keys are ``wF*wH`` contiguous segments of
+  ``wW`` tiles (1,080 keys for Wan's 5x9x8 tiles), and the valid text is one more segment: key blocks run
+  across tile boundaries, only each segment's tail needs a mask, and loads are plain contiguous rows.  The
+  copy is memory-bound (~2 x 0.7 GB at Wan-14B 720p with 40 heads, about 1 ms) and buys unmasked, index-free
+  inner loops.
+A segment runs in ``BLOCK_N``-key blocks, then its tail in ``TAIL_N``-key blocks (Wan's 1,080 = 8 x 128 + a
+56-key tail computed as 64, not 128).  A launch covers the query rows ``[ROW_LO, ROW_LO + ROWS)`` of every
+tile, so a tile that is not a multiple of ``BLOCK_M`` (Hunyuan's 432 = 3 x 128 + 48) runs its last rows in a
+second launch with a smaller block instead of padding them to ``BLOCK_M``.
+Text *queries* (``TEXT_QUERIES``) run the same loop, split over the keys: there is about one query block per
+head, so the video keys (in tile order: order does not matter for dense attention) are cut into ``SPLITS``
+chunks to fill the GPU; each split writes its partial (acc, max, sum) and the launcher merges them
+(log-sum-exp); padded text rows output 0.
 ``USE_TMA`` loads the tile-ordered K/V blocks through Hopper's TMA (host tensor descriptors).
 """
 from __future__ import annotations
@@ -25,20 +30,28 @@ import triton.language as tl
 
 
 @triton.jit
-def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, skb, sks, skh, svb, svs, svh,
-                       n_heads_sel, video_len, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """KT/VT[b*h + i, pos] = K/V[b, PERM[pos], HEADS[i]] for the video tokens (tile order)."""
+def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, TEXT_VALID, skb, sks, skh, svb, svs, svh,
+                       n_heads_sel, video_len, kv_len, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
+                       HAS_TEXT_VALID: tl.constexpr):
+    """KT/VT[b*h + i, pos] = K/V[b, PERM[pos], HEADS[i]] for the video tokens (tile order), then the text
+    tokens in their order; padded text rows are written as zeros (so unmasked block loads stay finite)."""
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // n_heads_sel).to(tl.int64)
     head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
     pos = pid * BLOCK + tl.arange(0, BLOCK)
-    ok = pos < video_len
-    src = tl.load(PERM + pos, mask=ok, other=0).to(tl.int64)[:, None]
+    ok = pos < kv_len
+    is_video = pos < video_len
+    src = tl.where(is_video, tl.load(PERM + pos, mask=is_video, other=0), pos).to(tl.int64)[:, None]
+    live = ok
+    if HAS_TEXT_VALID:
+        live = ok & (pos < video_len + tl.load(TEXT_VALID + b))
     d = tl.arange(0, HEAD_DIM)[None, :]
-    dst = (pid_bh.to(tl.int64) * video_len + pos)[:, None] * HEAD_DIM + d
-    tl.store(KT + dst, tl.load(K + b * skb + head * skh + src * sks + d, mask=ok[:, None]), mask=ok[:, None])
-    tl.store(VT + dst, tl.load(V + b * svb + head * svh + src * svs + d, mask=ok[:, None]), mask=ok[:, None])
+    dst = (pid_bh.to(tl.int64) * kv_len + pos)[:, None] * HEAD_DIM + d
+    tl.store(KT + dst, tl.load(K + b * skb + head * skh + src * sks + d, mask=live[:, None], other=0.0),
+             mask=ok[:, None])
+    tl.store(VT + dst, tl.load(V + b * svb + head * svh + src * svs + d, mask=live[:, None], other=0.0),
+             mask=ok[:, None])
 
 
 @triton.jit
@@ -56,19 +69,19 @@ def _attend(q, k, v, m_i, l_i, acc, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
-def _load_kv(KT, VT, KT_DESC, VT_DESC, row0, start, offs_n, d, seg_hi,
+def _load_kv(KT, VT, KT_DESC, VT_DESC, row, offs_n, d, rows_left,
              MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """A block of tile-ordered keys/values starting at ``start``.  With TMA the load is never masked: rows past
-    the segment belong to the next segment or head (finite values; their scores are masked) or lie past the
-    buffer (TMA fills zeros)."""
+    """A block of tile-ordered keys/values starting at buffer row ``row``.  With TMA the load is never masked:
+    rows past the segment belong to the next segment or head (finite values; their scores are masked) or lie
+    past the buffer (TMA fills zeros)."""
     if USE_TMA:
-        r = (row0 + start).to(tl.int32)  # TMA coordinates are 32-bit (the launcher checks the row count)
+        r = row.to(tl.int32)  # TMA coordinates are 32-bit (the launcher checks the row count)
         k = KT_DESC.load([r, 0])
         v = VT_DESC.load([r, 0])
     else:
-        kv = (row0 + start + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+        kv = (row + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
         if MASKED:
-            ok = (start + offs_n < seg_hi)[:, None]
+            ok = (offs_n < rows_left)[:, None]
             k = tl.load(KT + kv, mask=ok, other=0.0)
             v = tl.load(VT + kv, mask=ok, other=0.0)
         else:
@@ -78,24 +91,39 @@ def _load_kv(KT, VT, KT_DESC, VT_DESC, row0, start, offs_n, d, seg_hi,
 
 
 @triton.jit
+def _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, seg_lo, seg_hi, d,
+                    BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Keys ``[seg_lo, seg_hi)`` of this (batch, head)'s tile-ordered rows: whole blocks unmasked, then the tail."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, TAIL_N)
+    full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
+    for start in range(seg_lo, full_end, BLOCK_N):
+        k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
+    for start in range(full_end, seg_hi, TAIL_N):
+        k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_t < seg_hi - start, True)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def sliding_tile_fwd_kernel(
-    Q, KT, VT, KT_DESC, VT_DESC, K, V, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
-    sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
+    Q, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
+    sqb, sqs, sqh, sob, sos, soh,
     n_heads_sel, qk_scale,
     GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, SPLITS, SPLIT_CHUNK,
     TF: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-    RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
+    RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr, ROW_LO: tl.constexpr, ROWS: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_TEXT_VALID: tl.constexpr, TEXT_QUERIES: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    P: tl.constexpr = TF * TH * TW
-    Q_BLOCKS: tl.constexpr = (P + BLOCK_M - 1) // BLOCK_M
+    Q_BLOCKS: tl.constexpr = (ROWS + BLOCK_M - 1) // BLOCK_M
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // n_heads_sel).to(tl.int64)
     head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
     d = tl.arange(0, HEAD_DIM)
-    offs_n = tl.arange(0, BLOCK_N)
     if HAS_TEXT_VALID:
         text_valid = tl.load(TEXT_VALID + b)
     else:
@@ -106,7 +134,8 @@ def sliding_tile_fwd_kernel(
         q_ok = t_row < TEXT_LEN
         q_live = t_row < text_valid
         q_idx = (VIDEO_LEN + t_row).to(tl.int64)[:, None]
-        n_rows = 1
+        n_video = 1
+        text_end = tl.where(split == 0, text_valid, 0)  # text keys are taken by the first split only
         f_lo = 0
         h_lo = 0
         w_lo = 0
@@ -118,13 +147,14 @@ def sliding_tile_fwd_kernel(
         ta = tile // (NH * NW)
         tb = (tile // NW) % NH
         tc = tile % NW
-        slot = q_block * BLOCK_M + tl.arange(0, BLOCK_M)
+        slot = ROW_LO + q_block * BLOCK_M + tl.arange(0, BLOCK_M)
         f = ta * TF + slot // (TH * TW)
         y = tb * TH + (slot // TW) % TH
         x = tc * TW + slot % TW
-        q_ok = (slot < P) & (f < GF) & (y < GH) & (x < GW)
+        q_ok = (slot < ROW_LO + ROWS) & (f < GF) & (y < GH) & (x < GW)
         q_live = q_ok
         q_idx = ((f * GH + y) * GW + x).to(tl.int64)[:, None]
+        text_end = text_valid
         # Window of key tiles around the clamped center (torch.clamp semantics: min > max gives max).
         cf = tl.minimum(tl.maximum(ta, RF), NF - 1 - RF)
         ch = tl.minimum(tl.maximum(tb, RH), NH - 1 - RH)
@@ -134,44 +164,33 @@ def sliding_tile_fwd_kernel(
         w_lo = tl.maximum(cw - RW, 0)
         w_hi = tl.minimum(cw + RW, NW - 1)
         n_seg_h = tl.minimum(ch + RH, NH - 1) - h_lo + 1
-        n_rows = (tl.minimum(cf + RF, NF - 1) - f_lo + 1) * n_seg_h
+        n_video = (tl.minimum(cf + RF, NF - 1) - f_lo + 1) * n_seg_h
+        # A block whose first row lies past the last frame (ragged last frame-tile) has no rows: skip its work.
+        n_video = tl.where(ta * TF + (ROW_LO + q_block * BLOCK_M) // (TH * TW) < GF, n_video, 0)
     q = tl.load(Q + b * sqb + head * sqh + q_idx * sqs + d[None, :], mask=q_live[:, None], other=0.0)
     q = (q * qk_scale).to(q.dtype)
 
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: an all-masked block leaves the state intact
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    row0 = pid_bh.to(tl.int64) * VIDEO_LEN  # this (batch, head)'s rows of the tile-ordered K/V
-    for r in range(0, n_rows):
+    row0 = pid_bh.to(tl.int64) * (VIDEO_LEN + TEXT_LEN)  # this (batch, head)'s rows of the tile-ordered K/V
+    n_segments = n_video
+    if HAS_TEXT:
+        n_segments = tl.where(n_video > 0, n_video + 1, 0)  # the valid text is the last segment
+    for r in range(0, n_segments):
         if TEXT_QUERIES:  # this split's share of every video key (order does not matter for dense attention)
             seg_lo = split * SPLIT_CHUNK
             seg_hi = tl.minimum(seg_lo + SPLIT_CHUNK, VIDEO_LEN)
         else:  # one contiguous segment per (frame-tile, row-tile) of the window
+            in_video = r < n_video
             row = (f_lo + r // n_seg_h) * NH + h_lo + r % n_seg_h
-            seg_lo = tl.load(TILE_START + row * NW + w_lo)
-            seg_hi = tl.load(TILE_START + row * NW + w_hi + 1)
-        full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
-        for start in range(seg_lo, full_end, BLOCK_N):
-            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0, start, offs_n, d, seg_hi, False, USE_TMA, HEAD_DIM)
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
-        if full_end < seg_hi:
-            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0, full_end, offs_n, d, seg_hi, True, USE_TMA, HEAD_DIM)
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, full_end + offs_n < seg_hi, True)
-
-    if HAS_TEXT:
-        k_base = K + b * skb + head * skh
-        v_base = V + b * svb + head * svh
-        if TEXT_QUERIES:
-            text_end = tl.where(split == 0, text_valid, 0)  # text keys are taken by the first split only
-        else:
-            text_end = text_valid
-        for start in range(0, text_end, BLOCK_N):
-            t = start + offs_n
-            tt = (VIDEO_LEN + t).to(tl.int64)[:, None]
-            ok = (t < text_valid)[:, None]
-            k = tl.load(k_base + tt * sks + d[None, :], mask=ok, other=0.0)
-            v = tl.load(v_base + tt * svs + d[None, :], mask=ok, other=0.0)
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, t < text_valid, True)
+            seg_lo = tl.load(TILE_START + row * NW + w_lo, mask=in_video, other=0)
+            seg_hi = tl.load(TILE_START + row * NW + w_hi + 1, mask=in_video, other=0)
+        if HAS_TEXT:
+            seg_lo = tl.where(r < n_video, seg_lo, VIDEO_LEN)
+            seg_hi = tl.where(r < n_video, seg_hi, VIDEO_LEN + text_end)
+        m_i, l_i, acc = _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0,
+                                        seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA, HEAD_DIM)
 
     if TEXT_QUERIES:  # partial results of this split; the launcher merges the splits
         ws = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * TEXT_LEN + t_row

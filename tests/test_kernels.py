@@ -69,14 +69,20 @@ def test_kernel_matches_reference(branch, case, dtype):
     assert torch.isnan(out[:, :, others]).all(), "a head that was not routed here was written"
 
 
-STA_CONFIGS = ["32,32,4,1,1", "32,32,4,1,0"] + (["128,64,8,3,1", "64,64,4,3,1", "128,64,8,3,0"] if CUDA else [])
+# BLOCK_M, BLOCK_N, warps, stages, TMA, tail block, row split
+STA_CONFIGS = ["32,32,4,1,1", "32,32,4,1,0", "32,32,4,1,1,16", "32,32,4,1,0,16,0"] + (
+    ["128,64,8,3,1", "64,64,4,3,1", "128,64,8,3,0", "128,128,8,3,1,64", "128,128,8,3,1,16,1", "64,128,4,3,1,32"]
+    if CUDA else [])
+# tile of 48 tokens: a 32-row block plus a 16-row block (row split); ragged along F, H and W; padded text
+ROW_SPLIT_CASE = ((5, 7, 17), (2, 3, 8), (3, 3, 3), 3, [0, 2], (5, [5, 3]), "hunyuan", 2)
 
 
 @pytest.mark.parametrize("config", STA_CONFIGS)
-@pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=["ragged", "padded-text"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], ROW_SPLIT_CASE], ids=["ragged", "padded-text", "row-split"])
 def test_sliding_launch_configs(case, config, monkeypatch):
     """Every load path of the sliding kernel (TMA descriptors or pointers; block sizes that cross segment and
-    head boundaries) against the reference, text-query splits included."""
+    head boundaries; segment tails in smaller blocks; a tile's last rows in a second launch) against the
+    reference, text-query splits included."""
     monkeypatch.setenv("VORTA_STA_CONFIG", config)
     grid, tile, window, H, routed, (T, valid), layout, B = case
     g = TokenGrid(*grid)
@@ -118,11 +124,14 @@ def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     from comfyui_vorta.kernels import sliding_launch as launch
 
     monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
+    configs = [launch.LaunchConfig(32, 32, 4, 1, False), launch.LaunchConfig(16, 16, 4, 1, False)]
+    monkeypatch.setattr(launch, "sliding_configs", lambda *a, **kw: configs)  # the same list on any device
     monkeypatch.setattr(launch, "_WORKING_CONFIG", {})
     monkeypatch.setattr(launch, "_NO_CONFIG", {})
     fake = _Fails(launch.sliding_tile_fwd_kernel, fail)
     monkeypatch.setattr(launch, "sliding_tile_fwd_kernel", fake)
-    grid, tile, window, H, routed, (T, valid), layout, B = CASES[4]
+    # a 24-token tile: one block of 32 rows (no row split), so each config launches its own BLOCK_M
+    grid, tile, window, H, routed, (T, valid), layout, B = (3, 5, 6), (2, 3, 4), (3, 3, 3), 2, [1], (6, [6, 2]), "hunyuan", 2
     g = TokenGrid(*grid)
     D, dtype, S = 32, torch.float32, g.numel + T
     q, k, v = make(B, H, S, D, dtype, layout, seed=5)
