@@ -1,7 +1,7 @@
 """Apply VORTA: MODEL (+ ROUTER) -> MODEL with routed sparse self-attention."""
 from comfy_api.latest import io
 
-from ..vorta.comfy.patch import apply_vorta
+from ..vorta.comfy.install import apply_vorta
 from .options import settings_from_inputs, settings_inputs
 from .types import CATEGORY, Router
 

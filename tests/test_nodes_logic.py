@@ -4,7 +4,7 @@ import torch
 
 from comfyui_vorta.vorta.comfy import preview, settings as S
 from comfyui_vorta.vorta.comfy.options import build_settings
-from comfyui_vorta.vorta.comfy.patch import _text_valid_from_mask
+from comfyui_vorta.vorta.comfy.override import text_valid_from_mask
 from comfyui_vorta.vorta.comfy.stats import RunStats
 from comfyui_vorta.vorta.config import CORESET, FULL, PRESETS, SLIDING, VortaConfig
 
@@ -106,14 +106,23 @@ def test_run_stats_summary_logs_each_fallback_once(caplog):
     assert "no self-attention call" in st.summary()
 
 
-def test_text_valid_from_additive_mask():
+@pytest.mark.parametrize("text_first", [False, True], ids=["video-text", "text-video"])
+def test_text_valid_from_additive_mask(text_first):
+    from comfyui_vorta.vorta.geometry import TokenGrid
+    from comfyui_vorta.vorta.routing import AttentionProblem
+
+    p = AttentionProblem(TokenGrid(1, 2, 3), VortaConfig(), text_len=4, text_first=text_first)
     L, T = 6, 4
+    text0 = 0 if text_first else L  # where the text span starts, written out independently of the code
     m = torch.zeros(1, 1, L + T)
-    assert _text_valid_from_mask(m, 2, L, T) == (None, None)
-    m[..., L + 3:] = -torch.finfo(torch.float32).max
-    valid, why = _text_valid_from_mask(m, 2, L, T)
+    assert text_valid_from_mask(m, 2, p) == (None, None)
+    m[..., text0 + 3:text0 + T] = -torch.finfo(torch.float32).max
+    valid, why = text_valid_from_mask(m, 2, p)
     assert why is None and valid.tolist() == [3, 3]
     bad = torch.zeros(1, 1, L + T)
-    bad[..., L + 1] = -1e30
-    assert "not at the end" in _text_valid_from_mask(bad, 1, L, T)[1]
-    assert "per-key" in _text_valid_from_mask(torch.zeros(1, 1, 3, L + T), 1, L, T)[1]
+    bad[..., text0 + 1] = -1e30
+    assert "not at the end" in text_valid_from_mask(bad, 1, p)[1]
+    hides = torch.zeros(1, 1, L + T)
+    hides[..., (T if text_first else 0)] = -1e30
+    assert "hides video" in text_valid_from_mask(hides, 1, p)[1]
+    assert "per-key" in text_valid_from_mask(torch.zeros(1, 1, 3, L + T), 1, p)[1]

@@ -30,6 +30,7 @@ class AttentionProblem:
     kv_from: str = "query"  # coreset K/V selection: "query" (Wan) or "key" (HunyuanVideo)
     text_len: int = 0
     text_valid: Optional[torch.Tensor] = None  # (B,) valid text tokens, None = all valid
+    text_first: bool = False  # the sequence is [text, video] (ComfyUI >= 0.13 HunyuanVideo), else [video, text]
 
     @property
     def seq_len(self) -> int:

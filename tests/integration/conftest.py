@@ -66,6 +66,27 @@ def _setup_comfy():
     assert str(pathlib.Path(nodes.__file__).resolve()).startswith(str(pathlib.Path(path).resolve())), nodes.__file__
 
 
+def hunyuan_params(kind: str) -> dict:
+    """A tiny HunyuanVideo (v1) or HunyuanVideo 1.5 (byt5 glyph tokens, vision tokens, type embedding, no single
+    blocks) with the parameters this ComfyUI's ``HunyuanVideoParams`` declares (0.3.70 added three required ones)."""
+    import dataclasses
+
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+    p = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=256, mlp_ratio=4.0,
+             num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
+             qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False)
+    fields = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    new = dict(use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)
+    if kind == "hunyuan15":
+        if "vision_in_dim" not in fields:
+            pytest.skip("this ComfyUI has no HunyuanVideo 1.5 (added in 0.3.70)")
+        p.update(in_channels=65, out_channels=32, vec_in_dim=None, depth_single_blocks=0, byt5=True, guidance_embed=False)
+        new = dict(use_cond_type_embedding=True, vision_in_dim=1152, meanflow_sum=True)
+    p.update({k: v for k, v in new.items() if k in fields})
+    return p
+
+
 def _fill(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -107,11 +128,8 @@ class Harness:
             m = WanModel(model_type="i2v", in_dim=36, **common)
         elif kind == "wan_vace":
             m = VaceWanModel(in_dim=16, vace_layers=1, vace_in_dim=96, **common)
-        elif kind == "hunyuan":
-            m = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=256,
-                             mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[16, 56, 56],
-                             theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False,
-                             meanflow=False, operations=ops, device="cpu", dtype=torch.float32)
+        elif kind in ("hunyuan", "hunyuan15"):
+            m = HunyuanVideo(**hunyuan_params(kind), operations=ops, device="cpu", dtype=torch.float32)
         else:
             raise ValueError(kind)
         _fill(m, seed=len(kind))
@@ -172,7 +190,8 @@ def comfy_paths(comfy):
 
 @pytest.fixture(scope="session")
 def vorta_comfy(comfy):
-    """Our pack's ComfyUI adapter, imported as the installed package ``comfyui_vorta``."""
-    import comfyui_vorta.vorta.comfy.patch as patch
+    """Our pack's ComfyUI adapter (install, plan, override), imported as the installed package ``comfyui_vorta``."""
+    from comfyui_vorta.vorta.comfy import install, override, plan
 
-    return patch
+    return types.SimpleNamespace(apply_vorta=install.apply_vorta, find_patch=install.find_patch,
+                                 RouterBundle=plan.RouterBundle, TAG=override.TAG, STATE=override.STATE)

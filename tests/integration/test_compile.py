@@ -34,14 +34,14 @@ def test_torch_compile_matches_eager_without_recompiles_for_new_decisions(harnes
     set_torch_compile_wrapper(compiled, backend="eager")
     holder = P.find_patch(compiled)
     seen = []
-    step = holder._step
+    step = holder.plan.decisions_at
 
     def record(*a, **k):
         st = step(*a, **k)
         seen.append(tuple(st.decisions.flatten().tolist()))
         return st
 
-    holder._step = record
+    holder.plan.decisions_at = record
     torch._dynamo.reset()
     out = harness.sample(compiled, WAN, pos, neg, steps=3, cfg=3.0)
     assert torch.allclose(out, eager, atol=1e-4, rtol=1e-4)

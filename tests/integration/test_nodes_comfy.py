@@ -61,7 +61,8 @@ def test_apply_and_preview_nodes(pack, harness):
 
     m = harness.load("wan_t2v")
     r = make_random_routers("wan", official_layer_names("wan", 2), 256, 2, seed=3)
-    from comfyui_vorta.vorta.comfy.patch import RouterBundle, find_patch
+    from comfyui_vorta.vorta.comfy.install import find_patch
+    from comfyui_vorta.vorta.comfy.plan import RouterBundle
 
     bundle = RouterBundle(r, VortaConfig(tile=(1, 2, 2), bucket=(1, 2, 2)), "random")
     apply = pack["VortaApply"]
@@ -77,7 +78,7 @@ def test_apply_and_preview_nodes(pack, harness):
     assert image.shape[0] == 1 and image.shape[-1] == 3 and "attention FLOPs" in text and "step 4:" in text
 
     # the preview shows exactly the decisions sampling uses
-    from comfyui_vorta.vorta.comfy.patch import preview_table
+    from comfyui_vorta.vorta.comfy.preview_node import preview_table
 
     table, _ = preview_table(patched, sigmas)
     assert (table[:, 1] == 0).all()  # dense block 1

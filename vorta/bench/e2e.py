@@ -277,7 +277,7 @@ def instrument(patcher, timer: Timer, seq_len: int):
 def instrument_vorta(patched, timer: Timer, seq_len: int, device) -> None:
     """Time VORTA's attention entry point and its coreset / sliding branches (the full branch reaches the override)."""
     from ...kernels import select_branches
-    from ..comfy.patch import find_patch
+    from ..comfy.install import find_patch
 
     holder = find_patch(patched)
     orig = holder.attention
@@ -419,14 +419,14 @@ class Bench:
                         if getattr(i, "default", None) is not None}
             return VortaApply.execute(model=self.instrumented, router=bundle, **{**defaults, **inputs}).result[0]
         from ..comfy.options import build_settings
-        from ..comfy.patch import apply_vorta
+        from ..comfy.install import apply_vorta
 
         return apply_vorta(self.instrumented, build_settings(**inputs), bundle)
 
     def mix_bundle(self):
         """A router file whose decisions are constant: exactly 50 % sliding / 48 % coreset / 2 % full over all
         (layer, head) pairs, shuffled with a fixed seed."""
-        from ..comfy.patch import RouterBundle
+        from ..comfy.plan import RouterBundle
 
         a = self.adapter
         n = a.num_layers * a.heads
@@ -565,7 +565,7 @@ class Bench:
         print(f"  profile of one `{name}` step:\n{table}", flush=True)
 
     def run(self) -> None:
-        from ..comfy.patch import preview_table
+        from ..comfy.preview_node import preview_table
 
         self.setup()
         a = self.adapter

@@ -1,25 +1,47 @@
-"""One adapter per model family: what to tag, where the time MLP is, and the token grid of a model call.
+"""One adapter per model family: what to tag, where the time MLP is, and where the tokens of a model call are.
 
+Everything about token positions is read from the running model and the arguments of its ``_forward`` (bound
+by name, so a new positional argument in a later ComfyUI cannot shift them), never assumed from a version.
 ComfyUI classes are imported lazily so that this module (and the package) imports without ComfyUI.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from ..geometry import TokenGrid, grid_from_latent
 
 
 @dataclass(frozen=True)
 class Target:
-    """A module whose forward we wrap to tag its attention calls."""
+    """A module whose forward we wrap to tag its attention calls (resolved again on the running model per call)."""
 
-    path: str  # object-patch path, e.g. "diffusion_model.blocks.3.self_attn.forward"
+    path: str  # module path under the diffusion model, e.g. "blocks.3.self_attn"
     tag: tuple  # ("self", 3) / ("vace", 0) / ("double", 1) / ("single", 0)
     layer: Optional[int]  # index into the routed-layer order (None: not a routed layer, e.g. VACE)
-    module: object
     options_index: Optional[int]  # positional index of transformer_options in forward(...), if it has one
+
+    @property
+    def patch_key(self) -> str:
+        return f"diffusion_model.{self.path}.forward"
+
+
+@dataclass(frozen=True)
+class CallLayout:
+    """Where the tokens of one model call's self-attention are.
+
+    ``[video, text]`` (``text_first`` False) or ``[text, video]``; ``text_len`` counts every non-grid token of the
+    joint sequence (HunyuanVideo: prompt, byt5 glyph and vision tokens), all of which the model attends to fully."""
+
+    grid: TokenGrid
+    text_len: int = 0
+    text_first: bool = False
+    unsupported: Optional[str] = None  # why this call cannot be routed (it then runs dense), or None
+
+    @property
+    def seq_len(self) -> int:
+        return self.grid.numel + self.text_len
 
 
 def _options_index(forward) -> Optional[int]:
@@ -33,8 +55,29 @@ def _options_index(forward) -> Optional[int]:
     return None
 
 
+def bind_forward_args(dm, args, kwargs) -> Dict[str, object]:
+    """The arguments of ``dm._forward`` by name (what the DIFFUSION_MODEL wrapper receives)."""
+    sig = inspect.signature(type(dm)._forward)
+    bound = sig.bind_partial(dm, *args, **kwargs)
+    named = dict(bound.arguments)
+    named.update(named.pop("kwargs", {}) or {})
+    return named
+
+
+def resolve(dm, path: str):
+    """The module at ``path`` (dotted, with list indices) under the diffusion model that is running."""
+    m = dm
+    for part in path.split("."):
+        m = m[int(part)] if part.isdigit() else getattr(m, part)
+    return m
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _tokens(x) -> int:
+    return int(x.shape[1]) if x is not None and hasattr(x, "shape") and x.ndim >= 2 else 0
 
 
 class WanAdapter:
@@ -43,41 +86,60 @@ class WanAdapter:
     kv_from = "query"
 
     def __init__(self, dm):
-        self.dm = dm
         self.num_layers = len(dm.blocks)
         self.heads = int(dm.num_heads)
         self.dim = int(dm.dim)
         self.patch_size = tuple(int(p) for p in dm.patch_size)
         self.vace_layers = len(getattr(dm, "vace_blocks", None) or [])
         self.layer_groups = [(0, "blocks")]
+        self._targets = self._find_targets(dm)
 
     def time_mlp(self, dm):
         return dm.time_embedding
 
     def targets(self) -> List[Target]:
+        return self._targets
+
+    @staticmethod
+    def _find_targets(dm) -> List[Target]:
         out = []
-        for i, block in enumerate(self.dm.blocks):
-            attn = block.self_attn
-            out.append(Target(f"diffusion_model.blocks.{i}.self_attn.forward", ("self", i), i, attn,
-                              _options_index(type(attn).forward)))
-        for j, block in enumerate(getattr(self.dm, "vace_blocks", None) or []):
-            attn = block.self_attn
-            out.append(Target(f"diffusion_model.vace_blocks.{j}.self_attn.forward", ("vace", j), None, attn,
-                              _options_index(type(attn).forward)))
+        for i, block in enumerate(dm.blocks):
+            out.append(Target(f"blocks.{i}.self_attn", ("self", i), i, _options_index(type(block.self_attn).forward)))
+        for j, block in enumerate(getattr(dm, "vace_blocks", None) or []):
+            out.append(Target(f"vace_blocks.{j}.self_attn", ("vace", j), None,
+                              _options_index(type(block.self_attn).forward)))
         return out
 
-    def call_layout(self, dm, args, kwargs) -> Tuple[TokenGrid, int]:
-        """Grid of the video tokens and the number of text tokens in self-attention (0 for Wan).
+    @staticmethod
+    def preferred_attention(module):
+        """ComfyUI >= 0.38: the per-layer attention choice (``ComfyAttention``) of a self-attention module."""
+        return getattr(module, "comfy_attention", None)
 
-        ``_forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options)``: x is unpadded;
-        ComfyUI pads to the patch size (ceil) and appends ``time_dim_concat`` frames on the time axis."""
-        x = args[0]
-        pt, ph, pw = self.patch_size
+    def call_layout(self, dm, args, kwargs) -> CallLayout:
+        """``_forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)``: x is
+        unpadded; ComfyUI pads to the patch size (ceil) and appends ``time_dim_concat`` frames on the time axis."""
+        a = bind_forward_args(dm, args, kwargs)
+        x = a["x"]
+        pt, _, _ = self.patch_size
         grid = grid_from_latent(tuple(x.shape[2:5]), self.patch_size)
-        tdc = args[4] if len(args) > 5 else kwargs.get("time_dim_concat")
+        tdc = a.get("time_dim_concat")
         if tdc is not None and hasattr(tdc, "shape"):
             grid = TokenGrid(grid.frames + _ceil_div(tdc.shape[2], pt), grid.height, grid.width)
-        return grid, 0
+        why = None
+        if a.get("context_latents") is not None:
+            why = "Wan in-context reference latents (context_latents) add tokens outside the video grid"
+        elif a.get("reference_latent") is not None and getattr(dm, "ref_conv", None) is not None:
+            why = "Wan reference-latent tokens are prepended to the video grid"
+        elif type(dm).__name__ == "CausalWanModel":
+            why = "causal (autoregressive) Wan attends to a KV cache of earlier frames"
+        elif type(dm).__name__ not in _WAN_GRID_MODELS:
+            why = (f"{type(dm).__name__} is a Wan variant VORTA is not verified on (tokens or caches outside the "
+                   "video grid)")
+        return CallLayout(grid, 0, False, why)
+
+
+# Wan classes whose self-attention sequence is exactly the (padded) latent grid (+ time_dim_concat frames).
+_WAN_GRID_MODELS = {"WanModel", "VaceWanModel", "CameraWanModel", "HumoWanModel"}
 
 
 class HunyuanAdapter:
@@ -86,7 +148,6 @@ class HunyuanAdapter:
     kv_from = "key"
 
     def __init__(self, dm):
-        self.dm = dm
         self.double = len(dm.double_blocks)
         self.single = len(dm.single_blocks)
         self.num_layers = self.double + self.single
@@ -94,32 +155,47 @@ class HunyuanAdapter:
         self.dim = int(dm.hidden_size)
         self.patch_size = tuple(int(p) for p in dm.patch_size)
         self.vace_layers = 0
-        self.layer_groups = [(0, "double"), (self.double, "single")]
+        self.layer_groups = [(0, "double"), (self.double, "single")] if self.single else [(0, "double")]
+        self._targets = [Target(f"double_blocks.{i}", ("double", i), i, _options_index(type(b).forward))
+                         for i, b in enumerate(dm.double_blocks)]
+        self._targets += [Target(f"single_blocks.{j}", ("single", j), self.double + j, _options_index(type(b).forward))
+                          for j, b in enumerate(dm.single_blocks)]
 
     def time_mlp(self, dm):
         return dm.time_in
 
     def targets(self) -> List[Target]:
-        out = []
-        for i, block in enumerate(self.dm.double_blocks):
-            out.append(Target(f"diffusion_model.double_blocks.{i}.forward", ("double", i), i, block,
-                              _options_index(type(block).forward)))
-        for j, block in enumerate(self.dm.single_blocks):
-            out.append(Target(f"diffusion_model.single_blocks.{j}.forward", ("single", j), self.double + j, block,
-                              _options_index(type(block).forward)))
-        return out
+        return self._targets
 
-    def call_layout(self, dm, args, kwargs) -> Tuple[TokenGrid, int]:
-        """``_forward(x, timestep, context, y, txt_byt5, guidance, attention_mask, guiding_frame_index, ref_latent,
-        disable_time_r, control, transformer_options)``: video tokens (img_in pads up) then the text tokens."""
-        x = args[0]
-        grid = grid_from_latent(tuple(x.shape[2:5]), self.patch_size)
-        context = args[2] if len(args) > 2 else kwargs.get("context")
-        text = int(context.shape[1]) if context is not None else 0
-        byt5 = args[4] if len(args) > 4 else kwargs.get("txt_byt5")
-        if byt5 is not None and getattr(dm, "byt5_in", None) is not None:
-            text += int(byt5.shape[1])
-        return grid, text
+    @staticmethod
+    def preferred_attention(module):
+        attn = getattr(module, "img_attn", module)
+        return getattr(attn, "comfy_attention", getattr(module, "comfy_attention", None))
+
+    @staticmethod
+    def text_first(dm) -> bool:
+        """Whether the joint sequence is [text, video].  ComfyUI <= 0.12 built [video, text] through the double
+        blocks' ``flipped_img_txt`` flag (and the single blocks follow the same order); 0.13 removed the flag and
+        put the text first everywhere, then also reports the video span as ``img_slice``, checked per call."""
+        blocks = getattr(dm, "double_blocks", None)
+        if blocks is not None and len(blocks):
+            return not bool(getattr(blocks[0], "flipped_img_txt", False))
+        return True
+
+    def call_layout(self, dm, args, kwargs) -> CallLayout:
+        """Video grid (img_in pads up) and the non-grid tokens: prompt, byt5 glyph tokens (when the model has
+        ``byt5_in``) and vision tokens (HunyuanVideo 1.5 I2V, ``vision_in``)."""
+        a = bind_forward_args(dm, args, kwargs)
+        grid = grid_from_latent(tuple(a["x"].shape[2:5]), self.patch_size)
+        text = _tokens(a.get("context"))
+        if getattr(dm, "byt5_in", None) is not None:
+            text += _tokens(a.get("txt_byt5"))
+        if getattr(dm, "vision_in", None) is not None:
+            text += _tokens(a.get("clip_fea"))
+        why = None
+        if a.get("ref_latent") is not None:
+            why = "HunyuanVideo reference-latent tokens are prepended to the video grid"
+        return CallLayout(grid, text, self.text_first(dm), why)
 
 
 class UnsupportedModel(ValueError):
@@ -127,7 +203,7 @@ class UnsupportedModel(ValueError):
 
 
 def detect(dm):
-    """The adapter for a ComfyUI diffusion model (Wan incl. VACE/Camera/S2V/HuMo/Animate subclasses, HunyuanVideo)."""
+    """The adapter for a ComfyUI diffusion model (Wan incl. VACE/Camera/HuMo subclasses, HunyuanVideo 1 and 1.5)."""
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
     from comfy.ldm.wan.model import WanModel
 

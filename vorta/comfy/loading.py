@@ -5,7 +5,7 @@ import os
 
 from ..convert import _find_config
 from ..router_files import load_router_file, read_training_config
-from .patch import RouterBundle
+from .plan import RouterBundle
 
 
 def load_bundle(path: str) -> RouterBundle:

@@ -1,4 +1,4 @@
-"""Routing table -> (IMAGE, summary text) for the preview node (no ComfyUI imports)."""
+"""The routing preview: the (step x layer x head) table for a SIGMAS schedule, and its (IMAGE, summary text)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,9 +7,45 @@ import torch
 
 from ..config import preset_for
 from ..geometry import TokenGrid, grid_from_latent
+from ..router_files import check_fits
 from ..routing import attention_flops
+from .adapters import CallLayout, detect
+from .install import VortaPatch, find_patch
+from .plan import RouterBundle
 from .preview import render_table, table_summary
-from .settings import describe
+from .settings import Settings, describe
+
+
+def preview_table(model, sigmas: torch.Tensor, settings: Optional[Settings] = None,
+                  bundle: Optional[RouterBundle] = None):
+    """The (steps, layers, heads) decision table Apply VORTA would use for ``sigmas`` (one row per step, the
+    last sigma excluded), computed before sampling from the model's own time MLP through the same
+    ``RoutingPlan.decisions_at`` the patch uses.  Settings and router come from a MODEL patched by Apply VORTA
+    when present, else from the arguments.  Returns (table, holder)."""
+    installed = find_patch(model)
+    if installed is not None and settings is None:
+        settings, bundle = installed.settings, (bundle or installed.bundle)
+    if settings is None:
+        settings = Settings(mode="router")
+    dm = model.get_model_object("diffusion_model")
+    adapter = installed.adapter if installed is not None else detect(dm)
+    if settings.mode == "router":
+        if bundle is None:
+            raise ValueError("the routing preview needs a ROUTER (or a MODEL patched by Apply VORTA in router mode)")
+        check_fits(bundle.routers, adapter.family, adapter.num_layers, adapter.heads, adapter.dim,
+                   source=f"router {bundle.name}".strip())
+    ms = model.get_model_object("model_sampling")
+    holder = VortaPatch(adapter, settings, bundle, ms)
+    try:
+        device = next(adapter.time_mlp(dm).parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    rows = []
+    for sigma in sigmas.reshape(-1)[:-1].tolist():
+        t = float(ms.timestep(torch.tensor(sigma)))
+        rows.append(holder.plan.decisions_at(dm, sigma, t, device).decisions)
+    table = torch.stack(rows) if rows else torch.empty(0, adapter.num_layers, adapter.heads, dtype=torch.long)
+    return table, holder
 
 
 def flops_saved(table: torch.Tensor, problem) -> float:
@@ -34,7 +70,7 @@ def preview_outputs(table: torch.Tensor, holder, latent: Optional[torch.Tensor] 
         preset = preset_for(adapter.family, None, adapter.dim)
         grid = TokenGrid(*preset.latent_grid)
         where = f"grid of preset {preset.name}" if trained is None else f"grid of preset {preset.name}"
-    problem = holder._problem(grid, 0)
+    problem = holder.plan.problem_for(CallLayout(grid))
     saved = flops_saved(table, problem)
     c = problem.config
     header = (f"VORTA preview ({adapter.family}, {describe(holder.settings)}): {table.shape[0]} steps x "

@@ -20,6 +20,8 @@ class RunStats:
     routed_calls: int = 0
     model_calls: int = 0
     fallbacks: Dict[str, int] = field(default_factory=dict)
+    core_sparse_exact: int = 0  # routed calls whose full heads stepped over core's "Model Sparse Attention"
+    core_sparse_kept: int = 0  # calls VORTA did not route, left to core's "Model Sparse Attention"
     _logged: set = field(default_factory=set)
 
     def reset(self) -> None:
@@ -27,6 +29,7 @@ class RunStats:
         self.flops = self.dense_flops = 0.0
         self.routed_calls = self.model_calls = 0
         self.fallbacks = {}
+        self.core_sparse_exact = self.core_sparse_kept = 0
 
     def add_call(self, heads_per_branch: Sequence[int], flops: Optional[Dict[str, float]]) -> None:
         self.routed_calls += 1
@@ -63,4 +66,7 @@ class RunStats:
             line += "; dense fallbacks: " + "; ".join(f"{r} (x{n})" for r, n in self.fallbacks.items())
         else:
             line += "; no dense fallbacks"
+        if self.core_sparse_exact or self.core_sparse_kept:
+            line += (f"; core Model Sparse Attention is chained: VORTA's full heads ran exact on the backend beneath it "
+                     f"({self.core_sparse_exact} calls), core kept {self.core_sparse_kept} calls VORTA did not route")
         return line
