@@ -8,3 +8,7 @@ try:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 except ImportError:  # pragma: no cover
     pass
+
+# Without COMFYUI_PATH the integration folder is not collected: tests/test_comfyui_trees.py runs it once per real
+# ComfyUI tree in its own process (ComfyUI's modules can be imported only once per process).
+collect_ignore = [] if os.environ.get("COMFYUI_PATH") else ["integration"]

@@ -229,8 +229,9 @@ def test_hunyuan_router_with_text_tokens(harness, vorta_comfy, valid):
     assert {c["tag"][0] for c in calls} == {"double", "single"}  # the token refiner is never routed
     assert all(c["q"].shape[2] == 3 * 4 * 5 + 24 for c in calls)
     assert not holder.stats.fallbacks
-    seen = check_against_reference(calls, m, bundle, "hunyuan", WAN, text_len=24, kv_from="key")
-    assert seen >= {"coreset", "sliding"}
+    # numerics against an independent oracle from ComfyUI's own token positions: test_oracle.py
+    seen = {int(b) for c in calls for b in c["state"].step.decisions.flatten()}
+    assert seen >= {1, 2}
 
 
 def test_router_validation_and_errors(harness, vorta_comfy):
