@@ -1,19 +1,36 @@
-"""What every launcher needs: interpreter mode and input checks."""
+"""What every launcher needs: interpreter mode and the custom ops' argument checks."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
+
+from ..vorta.checks import check_heads, check_kernel_support, check_qkv, check_sequence, check_text_valid
+from ..vorta.geometry import TokenGrid
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def check_inputs(q: torch.Tensor, what: str) -> None:
-    D = q.shape[-1]
-    if D not in (16, 32, 64, 128, 256):
-        raise ValueError(f"{what}: head dim {D} is not supported by the Triton kernels (16-256, power of two)")
-    if q.dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        raise ValueError(f"{what}: dtype {q.dtype} is not supported (bf16, fp16, fp32)")
+def check_op_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
+                  grid: TokenGrid, text_len: int, text_valid: Optional[torch.Tensor], values_checked: bool,
+                  what: str) -> None:
+    """Everything a custom op's kernels index with, checked before any launch: [B, S, H, D] tensors of one shape,
+    dtype and device with unit-stride rows, S = grid + text, a supported head dim, head indices in range and
+    ``text_valid`` in [0, text_len].  ``values_checked`` skips reading the last two back from the device."""
+    check_qkv(q, k, v, what)
+    if q.ndim != 4:
+        raise ValueError(f"{what}: q, k, v must be [B, S, H, D] views, got shape {tuple(q.shape)}")
+    if out.shape != q.shape or out.device != q.device:
+        raise ValueError(f"{what}: out must be {tuple(q.shape)} on {q.device} like q, got {tuple(out.shape)} on {out.device}")
+    for name, x in (("q", q), ("k", k), ("v", v), ("out", out)):
+        if x.stride(-1) != 1:
+            raise ValueError(f"{what}: {name} must have unit stride along the head dim, got strides {x.stride()}")
+    check_kernel_support(q, what)
+    B, S, H, D = q.shape
+    check_sequence(S, grid.numel, grid.shape, text_len, what)
+    check_heads(heads, H, q.device, what, values=not values_checked)
+    check_text_valid(text_valid, B, text_len, what, values=not values_checked)
 
 
 def unit_last(x: torch.Tensor) -> torch.Tensor:

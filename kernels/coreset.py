@@ -1,10 +1,13 @@
 """Bucketed coreset attention: a fused select-and-pool kernel and a fused unpool kernel.
 
-Together with dense attention on the pooled sequence they equal ``vorta.reference.coreset_attention``.
+Together with dense attention on the pooled sequence they equal ``vorta.reference.coreset_attention``, with the
+text before or after the video: video token ``r`` is sequence row ``video_row0 + r``.
 
 * ``coreset_pool_kernel`` — per (batch, head, group of buckets): cosine similarity (fp32) of each margin with
-  its bucket center, rank margins (least similar first, ties to the lower slot), keep the first ``k``;
-  write the kept rows into the pooled buffers and, per token, the pooled row it takes its output from.
+  its bucket center, rank margins by the reference's total order (``vorta.reference.coreset_select``:
+  (similarity, slot) ascending, a NaN similarity after every number), keep the first ``k``; write the kept rows
+  into the pooled buffers and, per token, the pooled row it takes its output from.  The order is total, so the
+  margins' ranks are distinct and every pooled row is written exactly once, whatever the data.
   Pooled order is bucket-major (center, then kept margins by rank); attention does not depend on the order.
 * ``coreset_unpool_kernel`` — each token (and text token) copies its source row of the pooled output (any
   strides: SDPA backends return different layouts) into
@@ -15,13 +18,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..vorta.reference import NAN_SIMILARITY_KEY
+
+NAN_KEY: tl.constexpr = tl.constexpr(NAN_SIMILARITY_KEY)  # the reference's sort key of a NaN similarity
+
 
 @triton.jit
 def coreset_pool_kernel(
     X, Q, K, V, QP, KP, VP, SRC,
     MEMBERS, CENTER, KEEP, OFFSET, HEADS,
     sxb, sxs, sxh, sqb, sqs, sqh, skb, sks, skh, svb, svs, svh,
-    n_heads_sel, n_buckets, seq_len, pooled_rows,
+    n_heads_sel, n_buckets, video_len, video_row0, pooled_rows,
     WRITE_Q: tl.constexpr, WRITE_KV: tl.constexpr, WRITE_SRC: tl.constexpr,
     BG: tl.constexpr, BK: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
@@ -40,7 +47,7 @@ def coreset_pool_kernel(
     offset = tl.load(OFFSET + g, mask=g_ok, other=0)
     is_center = slot[None, :] == cslot[:, None]
 
-    idx3 = tl.where(ok, idx, 0).to(tl.int64)[:, :, None]  # [BG, BK, 1]
+    idx3 = (video_row0 + tl.where(ok, idx, 0)).to(tl.int64)[:, :, None]  # [BG, BK, 1] sequence rows
     ok3 = ok[:, :, None]
     d3 = d[None, None, :]
     x = tl.load(X + b * sxb + head * sxh + idx3 * sxs + d3, mask=ok3, other=0.0).to(tl.float32)  # [BG, BK, D]
@@ -48,8 +55,9 @@ def coreset_pool_kernel(
     cn = tl.sum(tl.where(is_center[:, :, None], xn, 0.0), 1)  # [BG, D] normalised center
     sim = tl.sum(xn * cn[:, None, :], 2)  # [BG, BK]
     margin = ok & (~is_center)
+    sim = tl.where(sim == sim, sim, NAN_KEY)  # NaN: after every cosine, so the order below stays total
     sim = tl.where(margin, sim, float("inf"))
-    # rank_i = #{valid margins j : sim_j < sim_i or (sim_j == sim_i and j < i)}
+    # rank_i = #{valid margins j : sim_j < sim_i or (sim_j == sim_i and j < i)}: distinct for distinct margins
     si = sim[:, :, None]
     sj = sim[:, None, :]
     before = (sj < si) | ((sj == si) & (slot[None, None, :] < slot[None, :, None]))
@@ -69,16 +77,18 @@ def coreset_pool_kernel(
         tl.store(KP + row * HEAD_DIM + d3, kk, mask=w3)
         tl.store(VP + row * HEAD_DIM + d3, vv, mask=w3)
     if WRITE_SRC:
-        tl.store(SRC + pid_bh.to(tl.int64) * seq_len + idx.to(tl.int64), pos, mask=ok)
+        tl.store(SRC + pid_bh.to(tl.int64) * video_len + idx.to(tl.int64), pos, mask=ok)
 
 
 @triton.jit
 def coreset_unpool_kernel(
     OP, SRC, O, HEADS, TEXT_VALID,
     spb, sph, sps, sob, sos, soh,
-    n_heads_sel, video_len, pooled_video, seq_len,
+    n_heads_sel, video_len, pooled_video, seq_len, video_row0, text_row0,
     HAS_TEXT_VALID: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
+    """Sequence row t: video token t - video_row0 takes pooled row SRC[...]; text token j = t - text_row0 takes
+    pooled row pooled_video + j (0 when padded)."""
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // n_heads_sel).to(tl.int64)
@@ -86,12 +96,14 @@ def coreset_unpool_kernel(
     t = pid * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, HEAD_DIM)
     in_seq = t < seq_len
-    is_video = t < video_len
-    src = tl.load(SRC + pid_bh.to(tl.int64) * video_len + t, mask=is_video, other=0)
-    src = tl.where(is_video, src, pooled_video + t - video_len)  # text rows follow the pooled video
+    r = t - video_row0
+    is_video = (r >= 0) & (r < video_len)
+    j = t - text_row0
+    src = tl.load(SRC + pid_bh.to(tl.int64) * video_len + r, mask=is_video, other=0)
+    src = tl.where(is_video, src, pooled_video + j)  # text rows follow the pooled video
     live = in_seq
     if HAS_TEXT_VALID:
-        live = live & (t < video_len + tl.load(TEXT_VALID + b))
+        live = live & (is_video | (j < tl.load(TEXT_VALID + b)))
     hi = (pid_bh % n_heads_sel).to(tl.int64)
     rows = tl.load(OP + b * spb + hi * sph + src.to(tl.int64)[:, None] * sps + d[None, :], mask=live[:, None], other=0.0)
     tl.store(O + b * sob + head * soh + t.to(tl.int64)[:, None] * sos + d[None, :], rows, mask=in_seq[:, None])

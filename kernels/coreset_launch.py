@@ -1,5 +1,9 @@
 """Launcher of the coreset kernels (``kernels/coreset.py``) as the custom op ``vorta::coreset_attention``:
-bucket tables, select+pool, cuDNN attention on the pooled sequence, unpool."""
+argument checks, bucket tables, select+pool, cuDNN attention on the pooled sequence, unpool.
+
+Data moved: the kept video rows and the text rows of Q/K/V are copied into the pooled buffers (SDPA needs one
+contiguous sequence).  Not moved: the inputs are read and the output written in place at their sequence rows
+(``video_row0`` / ``text_row0``), for text-first and text-last sequences alike."""
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +14,10 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from ..vorta.geometry import BucketLayout, TokenGrid
+from ..vorta.checks import check_kernel_support
+from ..vorta.geometry import BucketLayout, TokenGrid, as_triple
 from ..vorta.routing import AttentionProblem
-from .common import INTERPRET, check_inputs, heads32, unit_last
+from .common import INTERPRET, check_op_args, heads32, unit_last
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 
 
@@ -59,10 +64,18 @@ def coreset_tables(grid: Tuple[int, int, int], bucket: Tuple[int, int, int], rat
 @torch.library.custom_op("vorta::coreset_attention", mutates_args=("out",))
 def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                grid: List[int], bucket: List[int], ratio: float, kv_from_key: bool, text_len: int,
-               text_valid: Optional[torch.Tensor]) -> None:
-    """Coreset attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``."""
+               text_valid: Optional[torch.Tensor], text_first: bool = False, values_checked: bool = False) -> None:
+    """Coreset attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``.  The sequence
+    is [video, text] or, with ``text_first``, [text, video].  ``values_checked``: the head indices and
+    ``text_valid`` values were checked by the caller (``routed_attention``), which saves one device read."""
+    g = TokenGrid(*grid)
+    bucket = list(as_triple(bucket, "bucket"))
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"vorta::coreset_attention: ratio must be in [0, 1), got {ratio}")
+    check_op_args(q, k, v, heads, out, g, text_len, text_valid, values_checked, "vorta::coreset_attention")
     B, S, H, D = q.shape
-    L = grid[0] * grid[1] * grid[2]
+    L = g.numel
+    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
     members, center, keep, offset, pooled, bk = coreset_tables(tuple(grid), tuple(bucket), float(ratio), str(q.device))
     h = heads.numel()
     rows = pooled + text_len
@@ -78,7 +91,7 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
             x, q, k, v, qp, kp, vp, src, members, center, keep, offset, heads,
             x.stride(0), x.stride(1), x.stride(2), q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-            h, n_buckets, L, rows, WRITE_Q=write_q, WRITE_KV=write_kv, WRITE_SRC=write_src, BG=bg, BK=bk,
+            h, n_buckets, L, video_row0, rows, WRITE_Q=write_q, WRITE_KV=write_kv, WRITE_SRC=write_src, BG=bg, BK=bk,
             HEAD_DIM=D, num_warps=4)
 
     if kv_from_key:  # HunyuanVideo: Q pooled by Q, K/V by K's own selection
@@ -88,7 +101,7 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
         pool(q, True, True, True)
     if text_len:
         for dst, x in ((qp, q), (kp, k), (vp, v)):
-            dst[:, :, pooled:] = x[:, L:].index_select(2, heads).transpose(1, 2)
+            dst[:, :, pooled:] = x[:, text_row0:text_row0 + text_len].index_select(2, heads).transpose(1, 2)
     with _sdpa_cudnn_first():
         if text_valid is None or text_len == 0:
             op = F.scaled_dot_product_attention(qp, kp, vp)
@@ -102,16 +115,18 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
     block = 32 if INTERPRET else 64
     coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](
         op, src, out, heads, tv, op.stride(0), op.stride(1), op.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        h, L, pooled, S, HAS_TEXT_VALID=text_valid is not None, BLOCK=block, HEAD_DIM=D, num_warps=4)
+        h, L, pooled, S, video_row0, text_row0, HAS_TEXT_VALID=text_valid is not None, BLOCK=block, HEAD_DIM=D, num_warps=4)
 
 
 @coreset_op.register_fake
-def _(q, k, v, heads, out, grid, bucket, ratio, kv_from_key, text_len, text_valid) -> None:
+def _(q, k, v, heads, out, grid, bucket, ratio, kv_from_key, text_len, text_valid, text_first=False,
+      values_checked=False) -> None:
     return None
 
 
 def triton_coreset(q, k, v, heads, out, p: AttentionProblem) -> None:
-    check_inputs(q, "coreset attention")
+    """The coreset branch for ``routed_attention``, which has checked the arguments' values."""
+    check_kernel_support(q, "coreset attention")
     c = p.config
     coreset_op(unit_last(q), unit_last(k), unit_last(v), heads32(heads), out, list(p.grid.shape),
-               list(c.bucket), float(c.ratio), p.kv_from == "key", p.text_len, p.text_valid)
+               list(c.bucket), float(c.ratio), p.kv_from == "key", p.text_len, p.text_valid, p.text_first, True)

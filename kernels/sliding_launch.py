@@ -1,6 +1,10 @@
 """Launcher of the sliding tile kernel (``kernels/sliding_tile.py``) as the custom op
-``vorta::sliding_tile_attention``: launch configs, tile tables, the text-query split, and the fallback to
-smaller configs / the PyTorch reference when a GPU runs out of shared memory."""
+``vorta::sliding_tile_attention``: argument checks, launch configs, tile tables, the text-query split, and the
+fallback to smaller configs / the PyTorch reference when a GPU runs out of shared memory.
+
+Data moved: K/V of the routed heads are copied once into tile order (text behind the video, either token order);
+the text queries' split partials go through a small fp32 workspace.  Not moved: Q is read and O written in place
+at their sequence rows (``video_row0`` / ``text_row0``), for text-first and text-last sequences alike."""
 from __future__ import annotations
 
 import math
@@ -17,9 +21,10 @@ try:  # host-side TMA descriptors (Triton >= 3.3)
 except ImportError:  # pragma: no cover - older Triton: pointer loads only
     TensorDescriptor = None
 
-from ..vorta.geometry import TileLayout, TokenGrid
+from ..vorta.checks import check_kernel_support
+from ..vorta.geometry import TileLayout, TokenGrid, as_triple
 from ..vorta.routing import AttentionProblem, reference_sliding
-from .common import INTERPRET, check_inputs, heads32, unit_last
+from .common import INTERPRET, check_op_args, heads32, unit_last
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
 
@@ -101,11 +106,17 @@ def tile_tables(grid: Tuple[int, int, int], tile: Tuple[int, int, int], device: 
 @torch.library.custom_op("vorta::sliding_tile_attention", mutates_args=("out",))
 def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                     grid: List[int], tile: List[int], window: List[int], text_len: int,
-                    text_valid: Optional[torch.Tensor]) -> None:
-    """Sliding tile attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``."""
-    B, S, H, D = q.shape
+                    text_valid: Optional[torch.Tensor], text_first: bool = False,
+                    values_checked: bool = False) -> None:
+    """Sliding tile attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``.  The
+    sequence is [video, text] or, with ``text_first``, [text, video].  ``values_checked``: the head indices and
+    ``text_valid`` values were checked by the caller (``routed_attention``), which saves one device read."""
     g = TokenGrid(*grid)
+    tile, window = list(as_triple(tile, "tile")), list(as_triple(window, "window"))
+    check_op_args(q, k, v, heads, out, g, text_len, text_valid, values_checked, "vorta::sliding_tile_attention")
+    B, S, H, D = q.shape
     L = g.numel
+    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
@@ -121,12 +132,13 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     gblock = 32 if INTERPRET else 64
     tile_gather_kernel[(triton.cdiv(L + text_len, gblock), B * h)](
         k, v, kt, vt, perm, heads, tv, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        h, L, L + text_len, BLOCK=gblock, HEAD_DIM=D, HAS_TEXT_VALID=text_valid is not None, num_warps=4)
+        h, L, L + text_len, video_row0, text_row0, BLOCK=gblock, HEAD_DIM=D,
+        HAS_TEXT_VALID=text_valid is not None, num_warps=4)
     errors = []
     for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
         try:
             _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
-                              text_len, configs[i])
+                              text_len, text_first, configs[i])
         except OutOfResources as e:  # too little shared memory on this GPU: try the next, smaller config
             errors.append(f"{tuple(configs[i][:4])}: {e}")
             continue
@@ -145,10 +157,11 @@ class NoKernelConfig(RuntimeError):
 
 
 def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
-                      config: LaunchConfig) -> None:
+                      text_first: bool, config: LaunchConfig) -> None:
     """The video-query launch(es) and, with text, the split text-query launch and its merge."""
     B, S, H, D = q.shape
     L = g.numel
+    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
     h = heads.numel()
     nf, nh, nw = layout.tile_grid
     bm, bn = config.block_m, config.block_n
@@ -167,7 +180,7 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
             q, kt, vt, kd, vd, kd_tail, vd_tail, out, heads, tile_start, tv, *ws,
             q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
             h, 1.4426950408889634 / math.sqrt(D),
-            g.frames, g.height, g.width, nf, nh, nw, L, text_len, splits, chunk,
+            g.frames, g.height, g.width, nf, nh, nw, L, text_len, video_row0, text_row0, splits, chunk,
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
             ROW_LO=row_lo, ROWS=n_rows, HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None,
             TEXT_QUERIES=text_queries, BLOCK_M=block_m, BLOCK_N=bn, TAIL_N=tail_n, HEAD_DIM=D, USE_TMA=tma,
@@ -200,10 +213,10 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
     m = ws_m.amax(0)
     w = torch.exp2(ws_m - m)  # (splits, B*h, T)
     o = ((ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]).view(B, h, T, D)
-    if text_valid is not None:  # padded text rows output 0
+    if text_valid is not None:  # padded text rows output 0 (replaced: 0 * NaN would stay NaN)
         live = torch.arange(T, device=q.device)[None, :] < tv[:, None]
-        o = o * live[:, None, :, None]
-    out[:, L:, heads.long()] = o.transpose(1, 2).to(out.dtype)
+        o = torch.where(live[:, None, :, None], o, 0.0)
+    out[:, text_row0:text_row0 + T, heads.long()] = o.transpose(1, 2).to(out.dtype)
 
 
 @lru_cache(maxsize=8)
@@ -212,16 +225,17 @@ def _sm_count(device) -> int:
 
 
 @sliding_tile_op.register_fake
-def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid) -> None:
+def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid, text_first=False, values_checked=False) -> None:
     return None
 
 
 def triton_sliding(q, k, v, heads, out, p: AttentionProblem) -> None:
-    check_inputs(q, "sliding tile attention")
+    """The sliding branch for ``routed_attention``, which has checked the arguments' values."""
+    check_kernel_support(q, "sliding tile attention")
     c = p.config
     try:
         sliding_tile_op(unit_last(q), unit_last(k), unit_last(v), heads32(heads), out, list(p.grid.shape),
-                        list(c.tile), list(c.window), p.text_len, p.text_valid)
+                        list(c.tile), list(c.window), p.text_len, p.text_valid, p.text_first, True)
     except NoKernelConfig as e:
         from . import _log_once
 

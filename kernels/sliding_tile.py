@@ -1,6 +1,7 @@
 """Fused sliding tile attention (forward), one launch for all routed heads.
 
-Equals ``vorta.reference.sliding_tile_attention`` for any grid, tile and window.
+Equals ``vorta.reference.sliding_tile_attention`` for any grid, tile and window, with the text before or
+after the video: video token ``r`` is sequence row ``VIDEO_ROW0 + r``, text token ``j`` is row ``TEXT_ROW0 + j``.
 
 Where the tile permutation happens:
 * queries and outputs: in the kernel's index math.  Each program owns one block of one query tile and
@@ -22,6 +23,9 @@ head, so the video keys (in tile order: order does not matter for dense attentio
 chunks to fill the GPU; each split writes its partial (acc, max, sum) and the launcher merges them
 (log-sum-exp); padded text rows output 0.
 ``USE_TMA`` loads the tile-ordered K/V blocks through Hopper's TMA (host tensor descriptors).
+Non-finite values: a key row outside the current segment never enters a sum.  Masked loads read it as 0; a TMA
+tail block reads it unmasked (the next segment, head or batch element), so its score is set to -inf and its
+value row to 0 before the dot (a zero weight times inf would be NaN and travel across heads and batches).
 """
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ import triton.language as tl
 
 @triton.jit
 def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, TEXT_VALID, skb, sks, skh, svb, svs, svh,
-                       n_heads_sel, video_len, kv_len, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
-                       HAS_TEXT_VALID: tl.constexpr):
-    """KT/VT[b*h + i, pos] = K/V[b, PERM[pos], HEADS[i]] for the video tokens (tile order), then the text
-    tokens in their order; padded text rows are written as zeros (so unmasked block loads stay finite)."""
+                       n_heads_sel, video_len, kv_len, video_row0, text_row0, BLOCK: tl.constexpr,
+                       HEAD_DIM: tl.constexpr, HAS_TEXT_VALID: tl.constexpr):
+    """KT/VT[b*h + i, pos] = K/V[b, video_row0 + PERM[pos], HEADS[i]] for the video tokens (tile order), then
+    K/V[b, text_row0 + j, HEADS[i]] for the text tokens j in their order; padded text rows are written as
+    zeros (padded text is never a key)."""
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // n_heads_sel).to(tl.int64)
@@ -42,7 +47,8 @@ def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, TEXT_VALID, skb, sks, skh, svb
     pos = pid * BLOCK + tl.arange(0, BLOCK)
     ok = pos < kv_len
     is_video = pos < video_len
-    src = tl.where(is_video, tl.load(PERM + pos, mask=is_video, other=0), pos).to(tl.int64)[:, None]
+    src = tl.where(is_video, video_row0 + tl.load(PERM + pos, mask=is_video, other=0),
+                   text_row0 + pos - video_len).to(tl.int64)[:, None]
     live = ok
     if HAS_TEXT_VALID:
         live = ok & (pos < video_len + tl.load(TEXT_VALID + b))
@@ -56,10 +62,12 @@ def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, TEXT_VALID, skb, sks, skh, svb
 
 @triton.jit
 def _attend(q, k, v, m_i, l_i, acc, mask, MASKED: tl.constexpr):
-    """One online-softmax step over a key block (q is pre-scaled by log2(e)/sqrt(D))."""
+    """One online-softmax step over a key block (q is pre-scaled by log2(e)/sqrt(D)).  Masked key rows are
+    replaced (score -inf, value 0), never multiplied by a zero weight: their data may be NaN/inf."""
     s = tl.dot(q, tl.trans(k))
     if MASKED:
         s = tl.where(mask[None, :], s, float("-inf"))
+        v = tl.where(mask[:, None], v, 0.0)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m_i - m_new)
@@ -72,7 +80,7 @@ def _attend(q, k, v, m_i, l_i, acc, mask, MASKED: tl.constexpr):
 def _load_kv(KT, VT, KT_DESC, VT_DESC, row, offs_n, d, rows_left,
              MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
     """A block of tile-ordered keys/values starting at buffer row ``row``.  With TMA the load is never masked:
-    rows past the segment belong to the next segment or head (finite values; their scores are masked) or lie
+    rows past the segment belong to the next segment, head or batch element (``_attend`` replaces them) or lie
     past the buffer (TMA fills zeros)."""
     if USE_TMA:
         r = row.to(tl.int32)  # TMA coordinates are 32-bit (the launcher checks the row count)
@@ -111,7 +119,7 @@ def sliding_tile_fwd_kernel(
     Q, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
     sqb, sqs, sqh, sob, sos, soh,
     n_heads_sel, qk_scale,
-    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, SPLITS, SPLIT_CHUNK,
+    GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, VIDEO_ROW0, TEXT_ROW0, SPLITS, SPLIT_CHUNK,
     TF: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr, ROW_LO: tl.constexpr, ROWS: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_TEXT_VALID: tl.constexpr, TEXT_QUERIES: tl.constexpr,
@@ -124,8 +132,8 @@ def sliding_tile_fwd_kernel(
     b = (pid_bh // n_heads_sel).to(tl.int64)
     head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
     d = tl.arange(0, HEAD_DIM)
-    if HAS_TEXT_VALID:
-        text_valid = tl.load(TEXT_VALID + b)
+    if HAS_TEXT_VALID:  # clamped: even an unchecked value cannot move a load past this head's rows
+        text_valid = tl.minimum(tl.maximum(tl.load(TEXT_VALID + b), 0), TEXT_LEN)
     else:
         text_valid = TEXT_LEN
     if TEXT_QUERIES:  # text rows: dense over every video key and the valid text, split over the keys
@@ -133,7 +141,7 @@ def sliding_tile_fwd_kernel(
         t_row = (pid_m // SPLITS) * BLOCK_M + tl.arange(0, BLOCK_M)
         q_ok = t_row < TEXT_LEN
         q_live = t_row < text_valid
-        q_idx = (VIDEO_LEN + t_row).to(tl.int64)[:, None]
+        q_idx = (TEXT_ROW0 + t_row).to(tl.int64)[:, None]
         n_video = 1
         text_end = tl.where(split == 0, text_valid, 0)  # text keys are taken by the first split only
         f_lo = 0
@@ -153,7 +161,7 @@ def sliding_tile_fwd_kernel(
         x = tc * TW + slot % TW
         q_ok = (slot < ROW_LO + ROWS) & (f < GF) & (y < GH) & (x < GW)
         q_live = q_ok
-        q_idx = ((f * GH + y) * GW + x).to(tl.int64)[:, None]
+        q_idx = (VIDEO_ROW0 + (f * GH + y) * GW + x).to(tl.int64)[:, None]
         text_end = text_valid
         # Window of key tiles around the clamped center (torch.clamp semantics: min > max gives max).
         cf = tl.minimum(tl.maximum(ta, RF), NF - 1 - RF)

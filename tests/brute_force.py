@@ -1,5 +1,10 @@
 """Independent brute-force implementations for the tests: explicit masks and per-bucket loops on small
-grids, written from the spec without using vorta.geometry."""
+grids, written from the spec without using vorta.geometry.
+
+Token positions: the sequence is [video (raster order), text] or, with ``text_first``, [text, video]; every
+mask here is built from the role of each sequence row (``row_roles``), never by moving data.  Non-finite
+inputs: a key a query does not see takes no part in its sum (not even as 0 * NaN); coreset margins are
+ordered by (similarity, slot) with a NaN similarity after every number (the documented tie rule)."""
 import math
 
 import torch
@@ -29,23 +34,36 @@ def sliding_mask(F, H, W, tile, window):
 
 
 def masked_attention(q, k, v, mask):
-    """softmax with an explicit (..., Lq, Lk) bool mask, fp64; rows with no visible key give 0."""
-    s = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, -1).nan_to_num(0.0)
-    return p @ v.double()
+    """softmax with an explicit (..., Lq, Lk) bool mask, fp64; rows with no visible key give 0.  Keys a query
+    does not see are left out of its sum (their data may be NaN/inf)."""
+    q, k, v = q.double(), k.double(), v.double()
+    mask = mask.expand(*q.shape[:-2], q.shape[-2], k.shape[-2])
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = torch.where(mask, s, float("-inf"))
+    p = torch.softmax(s, -1)
+    out = torch.where(mask[..., None], p[..., None] * v[..., None, :, :], 0.0).sum(-2)
+    return torch.where(mask.any(-1, keepdim=True), out, 0.0)
 
 
-def with_text_mask(video_mask, T, valid):
-    """Extend a video (L, L) mask to [video; text] for one batch element with `valid` valid text tokens."""
+def row_roles(L, T, text_first=False):
+    """('video', raster index) or ('text', text index) for each sequence row."""
+    video = [("video", r) for r in range(L)]
+    text = [("text", j) for j in range(T)]
+    return text + video if text_first else video + text
+
+
+def with_text_mask(video_mask, T, valid, text_first=False):
+    """Extend a video (L, L) mask to the whole sequence for one batch element with `valid` valid text tokens:
+    valid text sees and is seen by everyone; padded text is no key and its query sees nothing (-> 0)."""
     L = video_mask.shape[0]
-    S = L + T
-    m = torch.zeros(S, S, dtype=torch.bool)
-    m[:L, :L] = video_mask
-    m[:, L:L + valid] = True  # valid text is seen by everyone
-    m[L:L + valid, :L] = True  # valid text sees all video
-    m[L + valid:, :] = False  # padded text queries see nothing -> 0
-    return m
+    roles = row_roles(L, T, text_first)
+    is_text = torch.tensor([a == "text" for a, _ in roles])
+    idx = torch.tensor([i for _, i in roles])
+    video_idx = torch.where(is_text, 0, idx)
+    live_text = is_text & (idx < valid)
+    video_pair = video_mask[video_idx[:, None], video_idx[None, :]] & ~is_text[:, None] & ~is_text[None, :]
+    m = video_pair | live_text[None, :] | (live_text[:, None] & ~is_text[None, :])
+    return m & ~(is_text & ~live_text)[:, None]  # padded text queries see nothing
 
 
 def buckets(F, H, W, bucket):
@@ -75,7 +93,8 @@ def select(x, bkts, ratio):
                 continue
             xt = x[t].double() / x[t].double().norm().clamp_min(1e-12)
             sims.append((float(xc @ xt), t))
-        sims.sort(key=lambda s: s[0])  # ascending: least similar first (stable)
+        # ascending: least similar first; a NaN similarity after every number; ties keep slot order (stable)
+        sims.sort(key=lambda s: (math.isnan(s[0]), 0.0 if math.isnan(s[0]) else s[0]))
         kept.add(c)
         for _, t in sims[:k]:
             kept.add(t)
@@ -84,26 +103,30 @@ def select(x, bkts, ratio):
     return kept, owner
 
 
-def coreset_brute(q, k, v, F, H, W, bucket, ratio, kv_from, T=0, valid=None):
+def coreset_brute(q, k, v, F, H, W, bucket, ratio, kv_from, T=0, valid=None, text_first=False):
     """(B, h, S, D) fp64 coreset attention via explicit keep masks, per batch and head."""
     B, h, S, D = q.shape
     L = F * H * W
+    roles = row_roles(L, T, text_first)
+    row_of = {role: i for i, role in enumerate(roles)}
+    video_rows = [row_of[("video", r)] for r in range(L)]
     bk = buckets(F, H, W, bucket)
     out = torch.zeros(B, h, S, D, dtype=torch.float64)
     for b in range(B):
         nv = T if valid is None else int(valid[b])
+        live_text = [row_of[("text", j)] for j in range(nv)]
         for hh in range(h):
-            kept_q, owner = select(q[b, hh, :L], bk, ratio)
-            kept_k = kept_q if kv_from == "query" else select(k[b, hh, :L], bk, ratio)[0]
+            kept_q, owner = select(q[b, hh, video_rows], bk, ratio)
+            kept_k = kept_q if kv_from == "query" else select(k[b, hh, video_rows], bk, ratio)[0]
             qmask = torch.zeros(S, dtype=torch.bool)
             kmask = torch.zeros(S, dtype=torch.bool)
-            qmask[list(kept_q)] = True
-            kmask[list(kept_k)] = True
-            kmask[L:L + nv] = True
-            qmask[L:L + nv] = True
+            qmask[[row_of[("video", r)] for r in kept_q]] = True
+            kmask[[row_of[("video", r)] for r in kept_k]] = True
+            kmask[live_text] = True
+            qmask[live_text] = True
             mask = qmask[:, None] & kmask[None, :]
             o = masked_attention(q[b, hh], k[b, hh], v[b, hh], mask)
             for t, c in owner.items():
-                o[t] = o[c]
+                o[row_of[("video", t)]] = o[row_of[("video", c)]]
             out[b, hh] = o
     return out

@@ -1,10 +1,15 @@
 """Reference branches in plain PyTorch: the oracles every kernel is tested against.
 
 All functions take head-split tensors ``[B, h, S, D]`` with ``S = L + T``: the ``L`` video tokens of the
-grid in raster order, then ``T`` text tokens (HunyuanVideo; ``T = 0`` for Wan).  ``text_valid`` gives the
-number of valid (unpadded) text tokens per batch element (``None``: all valid).  Text rules (spec §4.4,
+grid in raster order, then ``T`` text tokens (HunyuanVideo; ``T = 0`` for Wan), or with ``text_first`` the
+text tokens first (HunyuanVideo in ComfyUI >= 0.13).  ``text_valid`` gives the number of valid (unpadded) text
+tokens per batch element, counted from the first text token (``None``: all valid).  Text rules (spec §4.4,
 §6.3-6.4): valid text is seen by every query and sees every key; padded text is never a key and its
 query rows output 0.  Results are returned in the input dtype.
+
+Non-finite values: a padded or out-of-window token never takes part in any sum (its rows are replaced, not
+multiplied by a zero weight, since 0 * inf = NaN), so NaN/inf reach exactly the outputs whose attention
+reads them.  Coreset selection uses one total order, shared with the kernels (``coreset_select``).
 """
 from __future__ import annotations
 
@@ -26,29 +31,50 @@ def text_key_mask(batch: int, text_len: int, text_valid: Optional[torch.Tensor],
     return (torch.arange(text_len, device=device)[None, :] < valid).expand(batch, text_len)
 
 
-def _zero_padded_text_rows(out: torch.Tensor, video_len: int, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+def _zero_padded_text_rows(x: torch.Tensor, video_len: int, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Padded text rows of ``x`` (B, h, L + T, D) set to 0 (replaced, so NaN/inf there cannot survive)."""
     if text_mask is not None:
-        out[:, :, video_len:] = out[:, :, video_len:] * text_mask[:, None, :, None].to(out.dtype)
-    return out
+        x = x.clone()
+        x[:, :, video_len:] = torch.where(text_mask[:, None, :, None], x[:, :, video_len:], 0)
+    return x
 
 
-def full_attention(q, k, v, text_len: int = 0, text_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def text_last(x: torch.Tensor, text_len: int, text_first: bool) -> torch.Tensor:
+    """``[text, video]`` rows (dim 2) reordered to ``[video, text]`` (a copy); unchanged when text is last."""
+    if not text_first or not text_len:
+        return x
+    return torch.cat([x[:, :, text_len:], x[:, :, :text_len]], 2)
+
+
+def text_back(out: torch.Tensor, text_len: int, text_first: bool) -> torch.Tensor:
+    """Inverse of ``text_last`` for an output computed in ``[video, text]`` order."""
+    if not text_first or not text_len:
+        return out
+    return torch.cat([out[:, :, -text_len:], out[:, :, :-text_len]], 2)
+
+
+def full_attention(q, k, v, text_len: int = 0, text_valid: Optional[torch.Tensor] = None,
+                   text_first: bool = False) -> torch.Tensor:
     """Branch 0: softmax(QK^T/sqrt(D))V over [video; valid text]."""
+    q, k, v = (text_last(x, text_len, text_first) for x in (q, k, v))
     B, _, S, _ = q.shape
     tmask = text_key_mask(B, text_len, text_valid, q.device)
     mask = None
     if tmask is not None:
         mask = torch.cat([torch.ones(B, S - text_len, dtype=torch.bool, device=q.device), tmask], 1)[:, None, None, :]
+        k, v = (_zero_padded_text_rows(x, S - text_len, tmask) for x in (k, v))  # never keys, not even 0 * NaN
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return _zero_padded_text_rows(out, S - text_len, tmask)
+    return text_back(_zero_padded_text_rows(out, S - text_len, tmask), text_len, text_first)
 
 
 def sliding_tile_attention(
-    q, k, v, grid: TokenGrid, tile: Triple, window: Triple, text_len: int = 0, text_valid: Optional[torch.Tensor] = None
+    q, k, v, grid: TokenGrid, tile: Triple, window: Triple, text_len: int = 0, text_valid: Optional[torch.Tensor] = None,
+    text_first: bool = False,
 ) -> torch.Tensor:
     """Branch 2: each video query sees the key tiles of its (clamped) window plus valid text; text queries
     see everything.  Works tile-chunk by tile-chunk by gathering each query tile's key tiles, so it never
     builds an L x L mask."""
+    q, k, v = (text_last(x, text_len, text_first) for x in (q, k, v))
     B, h, S, D = q.shape
     L = grid.numel
     if S != L + text_len:
@@ -58,6 +84,7 @@ def sliding_tile_attention(
     table = key_tile_table(grid, tuple(tile), tuple(window)).to(q.device)  # (nT, W) key tiles or -1
     n_tiles, P = slots.shape
     tmask = text_key_mask(B, text_len, text_valid, q.device)
+    k, v = (_zero_padded_text_rows(x, L, tmask) for x in (k, v))  # padded text: never keys, not even 0 * NaN
 
     def padded(x):  # one extra zero row at index L stands in for padded slots
         return torch.cat([x[:, :, :L], x.new_zeros(B, h, 1, D)], 2)
@@ -87,27 +114,42 @@ def sliding_tile_attention(
         out[:, :, slots[tiles][valid]] = oi[:, :, valid]
     if text_len:
         out[:, :, L:] = full_attention(q, k, v, text_len, text_valid)[:, :, L:]
-    return out
+    return text_back(out, text_len, text_first)
+
+
+# Similarity key of a margin whose similarity is NaN: after every cosine (all lie in [-1, 1] up to rounding),
+# before the slots that are not margins (+inf).  Shared with kernels/coreset.py.
+NAN_SIMILARITY_KEY = 3.0
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """x / max(|x|, 1e-12) over the last dim in fp32, written out as the coreset kernel computes it."""
+    x = x.float()
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True)).clamp_min(1e-12)
 
 
 def coreset_select(x: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
     """(B, h, P) raster indices of the kept tokens of ``x`` (B, h, L, D), in the official pooled order:
     all bucket centers in bucket order, then each bucket's kept margins, least similar to the center first.
 
-    Similarity is the cosine between center and margin, computed in fp32 (the official code uses bf16,
-    where ties are common and broken arbitrarily by an unstable sort); ties keep the lower slot first."""
+    The tie rule (one total order, shared with ``kernels/coreset.py``): margins are ordered by (similarity,
+    slot) ascending, where the similarity is the fp32 cosine with the center and a NaN similarity counts as
+    larger than every number (NaN/inf tokens are pruned first and copy their center); the center and the
+    padding slots of a partial bucket are never ranked.  The official code computes in bf16 with an unstable
+    sort, where ties are frequent and broken arbitrarily."""
     B, h, L, D = x.shape
     members = layout.members().to(x.device)  # (G, Bk) raster index or -1
     center_slot = layout.center_slot().to(x.device)  # (G,)
     keep = layout.keep_count().to(x.device)  # (G,)
     G, Bk = members.shape
-    xn = F.normalize(x.float(), dim=-1, eps=1e-12)
+    xn = unit_rows(x)
     xb = xn[:, :, members.clamp(min=0)]  # (B, h, G, Bk, D)
     center_idx = members.gather(1, center_slot[:, None]).squeeze(1)  # (G,)
     sim = (xb * xn[:, :, center_idx, None, :]).sum(-1)  # (B, h, G, Bk)
+    sim = torch.where(torch.isnan(sim), torch.full_like(sim, NAN_SIMILARITY_KEY), sim)
     excluded = (members < 0) | (torch.arange(Bk, device=x.device)[None, :] == center_slot[:, None])
     sim = sim.masked_fill(excluded, float("inf"))
-    order = torch.argsort(sim, dim=-1, stable=True)  # margins, least similar first
+    order = torch.argsort(sim, dim=-1, stable=True)  # margins, least similar first; ties: lower slot first
     take = (torch.arange(Bk, device=x.device)[None, :] < keep[:, None]).flatten()  # (G*Bk,) same for all b,h
     kept_slots = order.flatten(2)[:, :, take]  # (B, h, sum k)
     bucket_of = torch.arange(G, device=x.device).repeat_interleave(keep)  # (sum k,)
@@ -132,11 +174,12 @@ def coreset_unpool_source(kept_q: torch.Tensor, layout: BucketLayout) -> torch.T
 
 def coreset_attention(
     q, k, v, grid: TokenGrid, bucket: Triple, ratio: float, kv_from: str = "query",
-    text_len: int = 0, text_valid: Optional[torch.Tensor] = None,
+    text_len: int = 0, text_valid: Optional[torch.Tensor] = None, text_first: bool = False,
 ) -> torch.Tensor:
     """Branch 1: bucketed coreset attention.  ``kv_from="query"`` reuses Q's kept set for K/V (Wan);
     ``"key"`` selects K by K's own similarity and V with K's set (HunyuanVideo).  Text tokens are not
     pooled; pruned video tokens copy their bucket center's output."""
+    q, k, v = (text_last(x, text_len, text_first) for x in (q, k, v))
     B, h, S, D = q.shape
     L = grid.numel
     if S != L + text_len:
@@ -159,4 +202,4 @@ def coreset_attention(
     out[:, :, :L] = gather(pooled, src)
     if text_len:
         out[:, :, L:] = pooled[:, :, -text_len:]
-    return out
+    return text_back(out, text_len, text_first)
