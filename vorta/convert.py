@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .router_files import (RouterFileError, default_training_config, load_official_checkpoint, read_training_config,
-                           save_safetensors)
+from .router_files import (RouterFileError, default_training_config, is_safetensors, load_official_checkpoint,
+                           read_training_config, save_safetensors)
 
 _MODEL_NAMES = {("wan", 40, 40, 5120): "wan2.1-t2v-14b", ("wan", 30, 12, 1536): "wan2.1-t2v-1.3b",
                 ("hunyuan", 60, 24, 3072): "hunyuanvideo-t2v"}
@@ -30,7 +30,26 @@ def _find_config(router_path: str) -> Optional[str]:
     return None
 
 
+def _check_paths(src: str, dst: str) -> None:
+    """User mistakes on the command line, reported before any work is done."""
+    if is_safetensors(src):
+        raise RouterFileError(f"{src}: is already a .safetensors router; it loads as it is (put it in "
+                              "ComfyUI/models/vorta), convert takes the official router.pt")
+    if not is_safetensors(dst):
+        raise RouterFileError(f"{dst}: the output must end with .safetensors, e.g. ComfyUI/models/vorta/wan2.1-t2v-14b"
+                              ".safetensors")
+    if os.path.isdir(dst):
+        raise RouterFileError(f"{dst}: is a folder; give the output a file name ending with .safetensors")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise RouterFileError(f"{dst}: the output folder {folder} does not exist; create it first")
+
+
 def convert(src: str, dst: str, config_path: Optional[str] = None, model: Optional[str] = None) -> str:
+    """Convert one official router.pt; returns the one-line summary the command prints."""
+    from safetensors import SafetensorError
+
+    _check_paths(src, dst)
     routers = load_official_checkpoint(src)
     config_path = config_path or _find_config(src)
     if config_path:
@@ -39,22 +58,24 @@ def convert(src: str, dst: str, config_path: Optional[str] = None, model: Option
         config, preset = default_training_config(routers)
         origin = f"preset {preset}"
     model = model or _MODEL_NAMES.get((routers.family, routers.num_layers, routers.heads, routers.dim), "")
-    save_safetensors(routers, dst, config, model=model,
-                     extra={"source": os.path.basename(src), "config_source": origin})
+    try:
+        save_safetensors(routers, dst, config, model=model,
+                         extra={"source": os.path.basename(src), "config_source": origin})
+    except (OSError, SafetensorError) as e:  # permissions, disk full, folder removed meanwhile
+        raise RouterFileError(f"{dst}: cannot be written ({" ".join(str(e).split())}); check the folder and its permissions") from None
     return (f"{dst}: {routers.family} {model or '(unknown size)'}, {routers.num_layers} layers x {routers.heads} heads, "
             f"dim {routers.dim}; tile {config.tile} window {config.window} bucket {config.bucket} "
             f"ratio {config.ratio} (from {origin})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command: exit 0 on success, 2 with one line on stderr for a user mistake; tracebacks only for bugs."""
     ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.convert", description=__doc__.splitlines()[0])
     ap.add_argument("router_pt", help="official router.pt")
     ap.add_argument("output", help="output .safetensors (put it in ComfyUI/models/vorta)")
     ap.add_argument("--config", help="official config.json with self_attention_kwargs (auto-detected)")
     ap.add_argument("--model", help="model name stored in the metadata (auto-detected from the shapes)")
     args = ap.parse_args(argv)
-    if not args.output.endswith(".safetensors"):
-        ap.error("output must end with .safetensors")
     try:
         print(convert(args.router_pt, args.output, args.config, args.model))
     except RouterFileError as e:

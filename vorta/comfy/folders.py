@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 
+from ..router_files import ROUTER_EXTENSIONS
+
 FOLDER = "vorta"
-EXTENSIONS = {".safetensors", ".pt", ".pth"}
+EXTENSIONS = set(ROUTER_EXTENSIONS)  # what the loader accepts; ComfyUI compares lower-cased extensions
 
 
 def register_router_folder() -> None:
