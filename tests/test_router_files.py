@@ -1,14 +1,24 @@
-import io
+"""Router files: round trips, and the table of bad files with the message each one gives.
+
+Every bad file must be refused with RouterFileError whose one-line message names the file, says what is wrong
+and what to do; none may load (a NaN router quietly sends its heads to full attention).
+"""
+import json
 import os
+import pickle
+import struct
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from comfyui_vorta.vorta.comfy import folders
+from comfyui_vorta.vorta.comfy.loading import load_bundle
+from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.convert import main as convert_main
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names, router_input
-from comfyui_vorta.vorta.router_files import (RouterFileError, check_fits, load_official_checkpoint, load_router_file,
-                                              load_safetensors)
+from comfyui_vorta.vorta.router_files import (ROUTER_EXTENSIONS, RouterFileError, check_fits,
+                                              load_official_checkpoint, load_safetensors, save_safetensors)
 
 
 def official_state(family="wan", layers=3, heads=4, dim=32, seed=0):
@@ -19,6 +29,11 @@ def official_state(family="wan", layers=3, heads=4, dim=32, seed=0):
         state[f"{n}.router.linear.weight"] = w.clone()
         state[f"{n}.router.linear.bias"] = b.clone()
     return state
+
+
+OFFICIAL_CONFIG = {"name": "WanTransformer3DModel", "self_attention_kwargs": {
+    "lowres_window_size": [2, 2, 2], "lowres_reduction_rate": 0.25, "window_size": [3, 3, 5],
+    "tile_size": [4, 8, 8], "latent_shape": [20, 48, 80]}}
 
 
 @pytest.mark.parametrize("family", ["wan", "hunyuan"])
@@ -41,98 +56,17 @@ def test_convert_reads_official_config_json(tmp_path):
     d = tmp_path / "train" / "ckpt" / "step-000100"
     d.mkdir(parents=True)
     torch.save(official_state("wan"), d / "router.pt")
-    (tmp_path / "train" / "config.json").write_text(
-        '{"self_attention_kwargs": {"lowres_window_size": [2, 2, 2], "lowres_reduction_rate": 0.25, '
-        '"window_size": [3, 3, 5], "tile_size": [4, 8, 8], "latent_shape": [20, 48, 80]}}')
+    (tmp_path / "train" / "config.json").write_text(json.dumps(OFFICIAL_CONFIG, indent=4))
     out = tmp_path / "o.safetensors"
     assert convert_main([str(d / "router.pt"), str(out)]) == 0
     _, cfg = load_safetensors(str(out))
-    assert cfg.tile == (4, 8, 8) and cfg.window == (3, 3, 5) and cfg.bucket == (2, 2, 2) and cfg.ratio == 0.25
+    assert cfg == VortaConfig(tile=(4, 8, 8), window=(3, 3, 5), bucket=(2, 2, 2), ratio=0.25)
 
 
 def test_wrapper_prefixes_are_accepted(tmp_path):
     state = {"_fsdp_wrapped_module." + k: v for k, v in official_state().items()}
     torch.save(state, tmp_path / "r.pt")
     assert load_official_checkpoint(str(tmp_path / "r.pt")).num_layers == 3
-
-
-def _missing_key(s):
-    s.pop("blocks.1.router.linear.bias")
-    return s
-
-
-def _wrong_shape(s):
-    s["blocks.2.router.linear.weight"] = torch.randn(11, 32)
-    return s
-
-
-def _gap(s):
-    s.pop("blocks.1.router.linear.bias"), s.pop("blocks.1.router.linear.weight")
-    return s
-
-
-def _mixed(s):
-    s["transformer_blocks.0.router.linear.weight"] = torch.randn(12, 32)
-    return s
-
-
-BAD_PT = [
-    ("missing bias", _missing_key, "missing key blocks.1.router.linear.bias"),
-    ("wrong shape", _wrong_shape, "disagree in shape|expected weight"),
-    ("missing layer", _gap, r"missing routers for blocks\.\[1\]"),
-    ("mixed families", _mixed, "mixes Wan"),
-    ("not router keys", lambda s: {"blocks.0.attn.q.weight": torch.randn(4, 4)}, "no router keys"),
-    ("extra key", lambda s: {**s, "blocks.0.router.scale": torch.ones(1)}, "unexpected keys"),
-    ("non-tensor", lambda s: {**s, "step": 100}, "not tensors"),
-    ("int tensors", lambda s: {k: v.to(torch.int32) for k, v in s.items()}, "floating point"),
-    ("empty", lambda s: {}, "non-empty dict"),
-]
-
-
-@pytest.mark.parametrize("name,mutate,message", BAD_PT, ids=[b[0] for b in BAD_PT])
-def test_bad_official_files_name_the_problem(tmp_path, name, mutate, message):
-    path = tmp_path / "router.pt"
-    torch.save(mutate(official_state()), path)
-    with pytest.raises(RouterFileError, match=message):
-        load_official_checkpoint(str(path))
-
-
-class NotATensor:
-    pass
-
-
-def test_truncated_and_unsafe_and_missing_files(tmp_path):
-    good = tmp_path / "good.pt"
-    torch.save(official_state(), good)
-    trunc = tmp_path / "trunc.pt"
-    trunc.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(RouterFileError, match="truncated"):
-        load_official_checkpoint(str(trunc))
-    unsafe = tmp_path / "unsafe.pt"
-    torch.save({"x": NotATensor()}, unsafe)
-    with pytest.raises(RouterFileError, match="not a readable router checkpoint"):
-        load_official_checkpoint(str(unsafe))
-    with pytest.raises(RouterFileError, match="not found"):
-        load_router_file(str(tmp_path / "nope.pt"))
-    with pytest.raises(RouterFileError, match="unknown router file type"):
-        load_router_file(str(tmp_path / "r.ckpt"))
-
-
-def test_bad_safetensors_files(tmp_path):
-    plain = tmp_path / "plain.safetensors"
-    save_file({k: v.contiguous() for k, v in official_state().items()}, plain)
-    with pytest.raises(RouterFileError, match="not a VORTA router file"):
-        load_safetensors(str(plain))
-    trunc = tmp_path / "trunc.safetensors"
-    trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    with pytest.raises(RouterFileError, match="not a readable safetensors"):
-        load_safetensors(str(trunc))
-    lying = tmp_path / "lying.safetensors"
-    meta = {"format": "vorta-router", "family": "wan", "layers": "3", "heads": "5", "dim": "32",
-            "tile_size": "5,9,8", "window_size": "3,3,3", "bucket_size": "2,3,2", "coreset_ratio": "0.5"}
-    save_file({k: v.contiguous() for k, v in official_state().items()}, lying, metadata=meta)
-    with pytest.raises(RouterFileError, match="heads=5 but the tensors give 4"):
-        load_safetensors(str(lying))
 
 
 def test_router_must_fit_model():
@@ -142,3 +76,274 @@ def test_router_must_fit_model():
         check_fits(rs, "wan", 30, 4, 64)
     with pytest.raises(RouterFileError, match="wan router but the model is hunyuan"):
         check_fits(rs, "hunyuan", 40, 4, 64)
+
+
+# ---- builders: each writes one file into tmp and returns (path to load, path the message must name) ----
+
+def pt(state, name="router.pt"):
+    def build(tmp):
+        path = tmp / name
+        torch.save(state() if callable(state) else state, path)
+        return path, path
+    return build
+
+
+def edit(change, family="wan", name="router.pt"):
+    """The official file with one change to its state dict."""
+    return pt(lambda: change(official_state(family)), name)
+
+
+def set_value(key, index, value):
+    def change(s):
+        s[key].view(-1)[index] = value
+        return s
+    return change
+
+
+def raw(data: bytes, name="router.pt"):
+    def build(tmp):
+        path = tmp / name
+        path.write_bytes(data)
+        return path, path
+    return build
+
+
+def truncated(fraction, name="router.pt"):
+    def build(tmp):
+        whole = tmp / "whole.pt"
+        torch.save(official_state(), whole)
+        path = tmp / name
+        data = whole.read_bytes() if name.endswith(".pt") else _ours_bytes(tmp)
+        path.write_bytes(data[: int(len(data) * fraction)])
+        return path, path
+    return build
+
+
+def _ours_bytes(tmp):
+    p = tmp / "whole.safetensors"
+    save_safetensors(load_official_checkpoint(str(_write_official(tmp / "src.pt"))), str(p), VortaConfig())
+    return p.read_bytes()
+
+
+def _write_official(path, state=None):
+    torch.save(state if state is not None else official_state(), path)
+    return path
+
+
+def ours(meta=None, change=None, name="r.safetensors"):
+    """Our .safetensors with metadata fields replaced (None removes one) or the tensors changed."""
+    def build(tmp):
+        src = tmp / "src.safetensors"
+        save_safetensors(load_official_checkpoint(str(_write_official(tmp / "src.pt"))), str(src), VortaConfig())
+        good, _ = load_safetensors(str(src))
+        m = {**good.metadata, **(meta or {})}
+        m = {k: v for k, v in m.items() if v is not None}
+        state = {f"{n}.router.linear.{p}": t[i].contiguous() for p, t in (("weight", good.weight), ("bias", good.bias))
+                 for i, n in enumerate(good.layer_names)}
+        path = tmp / name
+        save_file(change(state) if change else state, path, metadata=m)
+        return path, path
+    return build
+
+
+def header(text: str, name="r.safetensors"):
+    """A safetensors file whose JSON header is exactly ``text`` (no tensors)."""
+    data = text.encode()
+    return raw(struct.pack("<Q", len(data)) + data, name)
+
+
+def beside(config_text, name="config.json"):
+    """The official layout: train/config.json (as given) above train/ckpt/step-000100/router.pt."""
+    def build(tmp):
+        d = tmp / "wan-14B" / "train" / "ckpt" / "step-000100"
+        d.mkdir(parents=True)
+        _write_official(d / "router.pt")
+        cfg = tmp / "wan-14B" / "train" / name
+        cfg.write_bytes(config_text if isinstance(config_text, bytes) else config_text.encode())
+        return d / "router.pt", cfg
+    return build
+
+
+def kwargs(**changes):
+    kw = {**OFFICIAL_CONFIG["self_attention_kwargs"], **changes}
+    return json.dumps({"self_attention_kwargs": {k: v for k, v in kw.items() if v is not None}})
+
+
+class NotATensor:
+    pass
+
+
+def optimizer_state():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(2))])
+    return opt.state_dict()
+
+
+def folder(tmp):
+    path = tmp / "router.pt"
+    path.mkdir()
+    return path, path
+
+
+AGAIN = "download or convert it again"
+OFFICIAL = r"use the official router\.pt \(Hugging Face Wenhao-Sun/VORTA"
+CONVERT = r"convert the official router\.pt again with `python -m comfyui_vorta\.vorta\.convert`"
+CONFIG = r"fix it, or remove it to use the official settings"
+NAN = r"NaN/inf values \(those heads would silently run full attention\)"
+
+# id, builder, what is wrong (regex), what to do (regex)
+BAD_FILES = [
+    # the official router.pt: not a usable torch file
+    ("missing file", lambda tmp: (tmp / "nope.pt",) * 2, "file not found", "check the path"),
+    ("a folder", folder, "is a folder", "pick the router file inside it"),
+    ("empty .pt (0 bytes)", raw(b""), r"is empty \(0 bytes\)", AGAIN),
+    ("truncated .pt (200 bytes)", truncated(0.02), "is truncated or damaged", AGAIN),
+    ("truncated .pt (half)", truncated(0.5), "is truncated or damaged", AGAIN),
+    ("Git LFS pointer", raw(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"),
+     "is a Git LFS pointer", "git lfs pull"),
+    ("HTML error page", raw(b"<!DOCTYPE html><html>404</html>"), "not a torch checkpoint that loads safely", OFFICIAL),
+    ("pickle of a Python object", pt({"x": NotATensor()}),
+     r"holds a Python object \(\S*NotATensor\) besides tensors, which is refused for safety", OFFICIAL),
+    ("plain pickle, not torch", raw(pickle.dumps({"a": 1})), "not a torch checkpoint that loads safely", OFFICIAL),
+    ("unknown extension", pt(official_state(), "router.ckpt"), "unknown router file type",
+     r"expected \.safetensors, \.pt, \.pth, \.bin"),
+    # a torch file, but not a dict of router tensors
+    ("non-dict pickle (list)", pt([torch.ones(3)]), "holds a list, not a dict of router tensors", OFFICIAL),
+    ("bare tensor", pt(torch.ones(3)), "holds a Tensor, not a dict", OFFICIAL),
+    ("empty dict", pt({}), r"holds no tensors \(an empty dict\)", AGAIN),
+    ("non-tensor values", edit(lambda s: {**s, "step": 100}), r"not tensors: \['step \(int\)'\]", OFFICIAL),
+    ("optimizer.pt", pt(optimizer_state, "optimizer.pt"), r"is an optimizer state \(optimizer\.pt\)",
+     "pick the router.pt beside it"),
+    ("model checkpoint keys", pt({"blocks.0.self_attn.q.weight": torch.randn(4, 4)}), "no router keys found",
+     OFFICIAL),
+    # wrong key sets
+    ("extra key", edit(lambda s: {**s, "blocks.0.router.scale": torch.ones(1)}), "1 unexpected keys", OFFICIAL),
+    ("mixed families", edit(lambda s: {**s, "transformer_blocks.0.router.linear.weight": torch.randn(12, 32)}),
+     "mixes Wan", OFFICIAL),
+    ("hunyuan without single blocks", edit(lambda s: {k: v for k, v in s.items() if k.startswith("transformer")},
+                                           "hunyuan"), "need both double and single blocks", AGAIN),
+    ("missing layer", edit(lambda s: {k: v for k, v in s.items() if not k.startswith("blocks.1.")}),
+     r"missing routers for blocks\.\[1\]", AGAIN),
+    ("missing bias", edit(lambda s: {k: v for k, v in s.items() if k != "blocks.1.router.linear.bias"}),
+     r"missing key blocks\.1\.router\.linear\.bias", AGAIN),
+    # wrong tensors
+    ("wrong shape", edit(lambda s: {**s, "blocks.2.router.linear.weight": torch.randn(11, 32)}),
+     r"blocks\.2 router has weight \(11, 32\) and bias \(12,\)", OFFICIAL),
+    ("layers disagree", edit(lambda s: {**s, "blocks.2.router.linear.weight": torch.randn(12, 16)}),
+     "router layers disagree in shape", OFFICIAL),
+    ("zero heads", edit(lambda s: {**s, "blocks.0.router.linear.weight": torch.ones(0, 32),
+                                   "blocks.0.router.linear.bias": torch.ones(0)}), r"weight \(0, 32\)", OFFICIAL),
+    ("int tensors", edit(lambda s: {k: v.to(torch.int32) for k, v in s.items()}), "must be floating point",
+     OFFICIAL),
+    ("NaN weight", edit(set_value("blocks.1.router.linear.weight", 5, float("nan"))),
+     r"blocks\.1\.router\.linear\.weight has 1 " + NAN, AGAIN),
+    ("inf bias", edit(set_value("blocks.2.router.linear.bias", 0, float("inf"))),
+     r"blocks\.2\.router\.linear\.bias has 1 " + NAN, AGAIN),
+    ("-inf in a hunyuan single block", edit(set_value("single_transformer_blocks.1.router.linear.weight", 0,
+                                                      float("-inf")), "hunyuan"),
+     r"single_transformer_blocks\.1\.router\.linear\.weight has 1 " + NAN, AGAIN),
+    # config.json beside the official router.pt
+    ("config.json: broken JSON", beside('{"self_attention_kwargs": {"tile_size": [5, 9,'),
+     r"broken JSON \(.* at line 1 column \d+\)", CONFIG),
+    ("config.json: not UTF-8", beside(b"\xff\xfe\x00garbage"), "cannot be read as a JSON text file", CONFIG),
+    ("config.json: a list", beside("[1, 2, 3]"), "expected a JSON object with self_attention_kwargs, got a JSON list",
+     CONFIG),
+    ("config.json: no self_attention_kwargs", beside('{"name": "WanTransformer3DModel"}'),
+     "has no self_attention_kwargs", CONFIG),
+    ("config.json: self_attention_kwargs a list", beside('{"self_attention_kwargs": [5, 9, 8]}'),
+     "self_attention_kwargs must be a JSON object", CONFIG),
+    ("config.json: field missing", beside(kwargs(lowres_reduction_rate=None)),
+     "self_attention_kwargs lacks lowres_reduction_rate", CONFIG),
+    ("config.json: tile of two", beside(kwargs(tile_size=[5, 9])),
+     r"self_attention_kwargs\.tile_size must be three positive integers .*\[5, 9\]", CONFIG),
+    ("config.json: tile as text", beside(kwargs(tile_size="5,9,8")), r"tile_size must be three positive integers",
+     CONFIG),
+    ("config.json: zero window", beside(kwargs(window_size=[0, 3, 3])), r"window_size must be three positive", CONFIG),
+    ("config.json: ratio 1.5", beside(kwargs(lowres_reduction_rate=1.5)),
+     r"lowres_reduction_rate must be a number in \[0, 1\), got 1\.5", CONFIG),
+    # our .safetensors
+    ("empty .safetensors", raw(b"", "r.safetensors"), r"is empty \(0 bytes\)", AGAIN),
+    ("truncated .safetensors", truncated(0.7, "r.safetensors"), "not a readable safetensors file", AGAIN),
+    ("broken header JSON", header('{"__metadata__": {"format": ', "r.safetensors"),
+     "not a readable safetensors file .*invalid JSON", AGAIN),
+    ("metadata value not a string", header('{"__metadata__": {"layers": 3}}'),
+     "not a readable safetensors file .*invalid type: integer", AGAIN),
+    ("plain safetensors (no metadata)", lambda tmp: _plain_safetensors(tmp), "not a VORTA router file",
+     "convert an official router.pt"),
+    ("newer format version", ours({"format_version": "2"}), "format version '2'", "update ComfyUI-VORTA"),
+    ("metadata without layers", ours({"layers": None}), "metadata lacks layers", CONVERT),
+    ("metadata family unknown", ours({"family": "flux"}), "metadata family 'flux' is not one of wan, hunyuan",
+     CONVERT),
+    ("wrong family metadata", ours({"family": "hunyuan"}), "metadata says family=hunyuan but the tensors give wan",
+     CONVERT),
+    ("heads not a number", ours({"heads": "four"}), "metadata 'heads' must be an integer, got 'four'", CONVERT),
+    ("heads disagree", ours({"heads": "5"}), "metadata says heads=5 but the tensors give 4", CONVERT),
+    ("branch order", ours({"branch_order": "full,sliding,coreset"}), "branch order", CONVERT),
+    ("tile of two", ours({"tile_size": "5,9"}), r"metadata 'tile_size' must be three positive integers", CONVERT),
+    ("tile not numbers", ours({"tile_size": "a,b,c"}), "metadata 'tile_size' must be three integers like", CONVERT),
+    ("ratio not a number", ours({"coreset_ratio": "half"}), "metadata 'coreset_ratio' must be a number", CONVERT),
+    ("ratio 1.5", ours({"coreset_ratio": "1.5"}), r"coreset_ratio' must be a number in \[0, 1\)", CONVERT),
+    ("ratio missing", ours({"coreset_ratio": None}), "metadata lacks coreset_ratio", CONVERT),
+    ("NaN in .safetensors", ours(change=lambda s: {**s, "blocks.0.router.linear.bias": torch.full((12,), float("nan"))}),
+     r"blocks\.0\.router\.linear\.bias has 12 " + NAN, AGAIN),
+    ("int tensors in .safetensors", ours(change=lambda s: {k: v.to(torch.int8) for k, v in s.items()}),
+     "must be floating point", OFFICIAL),
+]
+
+
+def _plain_safetensors(tmp):
+    path = tmp / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in official_state().items()}, path)
+    return path, path
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the plain-pickle row
+@pytest.mark.parametrize("build,problem,hint", [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES])
+def test_bad_router_files_name_the_file_the_problem_and_what_to_do(tmp_path, build, problem, hint):
+    load, named = build(tmp_path)
+    with pytest.raises(RouterFileError) as info:
+        load_bundle(str(load))  # what the loader node calls
+    message = str(info.value)
+    assert str(named) in message and "\n" not in message, message
+    assert_matches(problem, message)
+    assert_matches(hint, message)
+
+
+def assert_matches(pattern, message):
+    import re
+
+    assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
+
+
+GOOD_NAMES = ["router.PT", "router.Pt", "router.pth", "router.bin", "R.SAFETENSORS", "r.SafeTensors"]
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_router_extensions_in_any_case_load_and_are_listed(tmp_path, name):
+    state = official_state()
+    path = tmp_path / name
+    if name.lower().endswith(".safetensors"):
+        save_safetensors(load_official_checkpoint(str(_write_official(tmp_path / "src.pt"))), str(path),
+                         VortaConfig(tile=(1, 2, 2)))
+    else:
+        torch.save(state, path)
+    bundle = load_bundle(str(path))
+    assert torch.equal(bundle.routers.weight[1], state["blocks.1.router.linear.weight"])
+    assert bundle.trained_with.tile == ((1, 2, 2) if "safetensors" in name.lower() else (5, 9, 8))
+    # ComfyUI lists a file when os.path.splitext(name)[1].lower() is in the folder's extensions
+    assert os.path.splitext(name)[1].lower() in folders.EXTENSIONS
+
+
+def test_one_list_of_extensions():
+    assert folders.EXTENSIONS == set(ROUTER_EXTENSIONS)
+    assert all(e == e.lower() and e.startswith(".") for e in ROUTER_EXTENSIONS)
+
+
+def test_official_layout_config_json_with_bom_and_top_level_fields(tmp_path):
+    load, _ = beside(b"\xef\xbb\xbf" + json.dumps(OFFICIAL_CONFIG).encode())(tmp_path)
+    assert load_bundle(str(load)).trained_with.tile == (4, 8, 8)
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(OFFICIAL_CONFIG["self_attention_kwargs"]))
+    out = tmp_path / "o.safetensors"
+    assert convert_main([str(load), str(out), "--config", str(flat)]) == 0
+    assert load_safetensors(str(out))[1].window == (3, 3, 5)
+

@@ -62,7 +62,8 @@ def convert(src: str, dst: str, config_path: Optional[str] = None, model: Option
         save_safetensors(routers, dst, config, model=model,
                          extra={"source": os.path.basename(src), "config_source": origin})
     except (OSError, SafetensorError) as e:  # permissions, disk full, folder removed meanwhile
-        raise RouterFileError(f"{dst}: cannot be written ({' '.join(str(e).split())}); check the folder and its permissions") from None
+        why = " ".join(str(e).split())
+        raise RouterFileError(f"{dst}: cannot be written ({why}); check the folder and its permissions") from None
     return (f"{dst}: {routers.family} {model or '(unknown size)'}, {routers.num_layers} layers x {routers.heads} heads, "
             f"dim {routers.dim}; tile {config.tile} window {config.window} bucket {config.bucket} "
             f"ratio {config.ratio} (from {origin})")

@@ -32,7 +32,7 @@ _AGAIN = "download or convert it again"
 _OFFICIAL = ("use the official router.pt (Hugging Face Wenhao-Sun/VORTA, <model>/train/ckpt/step-000100/router.pt) "
              "or a .safetensors converted from it")
 _CONVERT = "convert the official router.pt again with `python -m comfyui_vorta.vorta.convert`"
-_CONFIG_HINT = ("it is the official training config read for the router's tile/window/bucket settings; fix it, "
+_CONFIG_HINT = ("this file is read for the router's tile/window/bucket settings; fix it, "
                 "or remove it to use the official settings for the router's model")
 
 
@@ -80,7 +80,8 @@ def _check_file(path: str) -> None:
 
 
 def _first_line(e: BaseException) -> str:
-    line = next((x.strip() for x in str(e).splitlines() if x.strip()), "")
+    """A parser's error in one short line: its first sentence (torch appends paragraphs of advice)."""
+    line = next((x.strip() for x in str(e).splitlines() if x.strip()), "").split(". ")[0]
     return f"{type(e).__name__}: {line[:160]}" if line else type(e).__name__
 
 

@@ -43,7 +43,7 @@ def settings_from_config_json(cfg: object) -> VortaConfig:
     kw = cfg.get("self_attention_kwargs", cfg if "tile_size" in cfg else None)
     if kw is None:
         raise SettingsError("has no self_attention_kwargs (with tile_size, window_size, lowres_window_size, "
-                            "lowres_reduction_rate); it is not the official training config")
+                            "lowres_reduction_rate), as the official training config has")
     if not isinstance(kw, dict):
         raise SettingsError(f"self_attention_kwargs must be a JSON object, got {type(kw).__name__}")
     missing = [k for k in OFFICIAL_KEYS.values() if k not in kw]
