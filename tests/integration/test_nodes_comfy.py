@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
 import torch
 
 from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names
-from comfyui_vorta.vorta.router_files import save_safetensors
+from comfyui_vorta.vorta.router_files import ROUTER_EXTENSIONS, save_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +44,15 @@ def test_router_folder_keeps_extra_paths_and_loads_both_formats(pack, tmp_path):
         '{"self_attention_kwargs": {"tile_size": [5, 9, 8], "window_size": [3, 3, 3], '
         '"lowres_window_size": [2, 3, 2], "lowres_reduction_rate": 0.5}}')
     (extra / "notes.txt").write_text("not a router")
+    for name in ("upper.PT", "other.bin"):  # every extension the loader accepts is listed, in any case
+        shutil.copy(official, extra / name)
     loader = pack["VortaRouterLoader"]
     options = loader.define_schema().inputs[0].options
     paths, exts = folder_paths.folder_names_and_paths["vorta"]
-    assert str(extra) in paths and exts == {".safetensors", ".pt", ".pth"}
-    assert "tiny.safetensors" in options and "notes.txt" not in options
+    assert str(extra) in paths and exts == set(ROUTER_EXTENSIONS)
+    assert {"tiny.safetensors", "upper.PT", "other.bin"} <= set(options) and "notes.txt" not in options
+    for name in ("upper.PT", "other.bin"):
+        assert torch.equal(loader.execute(router_name=name).result[0].routers.weight, r.weight)
     pt_name = next(o for o in options if o.endswith("router.pt"))
     bundle = loader.execute(router_name="tiny.safetensors").result[0]
     assert bundle.routers.num_layers == 2 and bundle.trained_with.tile == (1, 2, 2)
