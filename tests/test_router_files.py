@@ -232,6 +232,8 @@ BAD_FILES = [
      "router layers disagree in shape", OFFICIAL),
     ("zero heads", edit(lambda s: {**s, "blocks.0.router.linear.weight": torch.ones(0, 32),
                                    "blocks.0.router.linear.bias": torch.ones(0)}), r"weight \(0, 32\)", OFFICIAL),
+    ("sparse tensor", edit(lambda s: {**s, "blocks.0.router.linear.weight": torch.ones(12, 32).to_sparse()}),
+     "router tensors must be dense, got torch.sparse_coo", OFFICIAL),
     ("int tensors", edit(lambda s: {k: v.to(torch.int32) for k, v in s.items()}), "must be floating point",
      OFFICIAL),
     ("NaN weight", edit(set_value("blocks.1.router.linear.weight", 5, float("nan"))),

@@ -98,6 +98,8 @@ def _torch_load_problem(e: Exception) -> str:
 
 
 def _check_tensors(source: str, name: str, w: torch.Tensor, b: torch.Tensor) -> None:
+    if w.layout != torch.strided or b.layout != torch.strided:
+        raise RouterFileError(f"{source}: {name} router tensors must be dense, got {w.layout}/{b.layout}; {_OFFICIAL}")
     if not (w.is_floating_point() and b.is_floating_point()):
         raise RouterFileError(f"{source}: {name} router tensors must be floating point, got {w.dtype}/{b.dtype}; "
                               f"{_OFFICIAL}")
