@@ -42,12 +42,12 @@ class RouterFileError(ValueError):
 
 def is_safetensors(path: str) -> bool:
     """Our format, by extension in any case (``.SAFETENSORS`` from case-insensitive file systems)."""
-    return path.lower().endswith(SAFETENSORS_EXTENSIONS)
+    return os.fspath(path).lower().endswith(SAFETENSORS_EXTENSIONS)
 
 
 def is_checkpoint(path: str) -> bool:
     """An official torch checkpoint (``router.pt``; ``.pth``/``.bin`` are the same pickle format)."""
-    return path.lower().endswith(CHECKPOINT_EXTENSIONS)
+    return os.fspath(path).lower().endswith(CHECKPOINT_EXTENSIONS)
 
 
 def _strip_wrappers(key: str) -> str:
