@@ -174,6 +174,14 @@ def build_model(spec: Spec, dtype: torch.dtype):
     import comfy.model_patcher
 
     unet_config = dict(spec.unet)
+    if unet_config.get("image_model") == "hunyuan_video":  # ComfyUI >= 0.3.70 requires the HunyuanVideo 1.5 fields
+        import dataclasses
+
+        from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+        fields = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+        new = {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}
+        unet_config.update({k: v for k, v in new.items() if k in fields})
     model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
     if model_config is None:
         raise RuntimeError(f"ComfyUI found no model class for {unet_config}")
