@@ -122,8 +122,10 @@ class Harness:
         ops = comfy.ops.disable_weight_init
         common = dict(dim=256, num_heads=2, num_layers=2, ffn_dim=512, text_dim=4096, freq_dim=256, out_dim=16,
                       operations=ops, device="cpu", dtype=torch.float32)
-        if kind == "wan_t2v":
+        if kind in ("wan_t2v", "wan_t2v_b"):  # _b: other weights (a second expert / another model)
             m = WanModel(model_type="t2v", in_dim=16, **common)
+        elif kind == "wan22_5b":  # Wan 2.2 TI2V-5B layout: 48-channel latent in and out
+            m = WanModel(model_type="t2v", in_dim=48, **{**common, "out_dim": 48})
         elif kind == "wan_i2v":
             m = WanModel(model_type="i2v", in_dim=36, **common)
         elif kind == "wan_vace":
@@ -132,7 +134,7 @@ class Harness:
             m = HunyuanVideo(**hunyuan_params(kind), operations=ops, device="cpu", dtype=torch.float32)
         else:
             raise ValueError(kind)
-        _fill(m, seed=len(kind))
+        _fill(m, seed=sum(kind.encode()))  # fixed per kind (never str hash)
         self._paths[kind] = _save(m, self.tmp / f"tiny_{kind}.safetensors")
         return self._paths[kind]
 
