@@ -108,10 +108,14 @@ class Harness:
         elif kind == "wan_vace":
             m = VaceWanModel(in_dim=16, vace_layers=1, vace_in_dim=96, **common)
         elif kind == "hunyuan":
+            from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+            newer = dict(use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)  # ComfyUI >= 0.3.70
+            newer = {k: v for k, v in newer.items() if k in HunyuanVideoParams.__dataclass_fields__}
             m = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=256,
                              mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[16, 56, 56],
                              theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False,
-                             meanflow=False, operations=ops, device="cpu", dtype=torch.float32)
+                             meanflow=False, operations=ops, device="cpu", dtype=torch.float32, **newer)
         else:
             raise ValueError(kind)
         _fill(m, seed=len(kind))

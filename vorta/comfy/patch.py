@@ -223,7 +223,7 @@ class VortaPatch:
         window = self.sigma_window()
         if s.mode == "router" and window.active(sigma):
             routers = self._router_on(device)
-            temb = router_input(a.time_mlp(dm), torch.tensor([t], dtype=torch.float32, device=device), dtype)
+            temb = router_input(a.family, a.time_mlp(dm), torch.tensor([t], dtype=torch.float32, device=device))
             router_dec = routers.decide(temb, s.tau_sparse)
         dec = step_decisions(s, window, sigma, a.num_layers, a.heads, router_dec)
         groups = [head_groups(dec[i], device) for i in range(a.num_layers)]
