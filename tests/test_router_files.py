@@ -48,7 +48,7 @@ def test_round_trip_official_pt_to_safetensors_same_decisions(tmp_path, family):
     assert b.metadata["family"] == family and cfg.tile == ((6, 9, 8) if family == "hunyuan" else (5, 9, 8))
     mlp = torch.nn.Sequential(torch.nn.Linear(256, 32), torch.nn.SiLU(), torch.nn.Linear(32, 32))
     for t in (999.0, 600.0, 3.0):
-        temb = router_input(mlp, torch.tensor([t]))
+        temb = router_input(family, mlp, torch.tensor([t]))
         assert torch.equal(a.decide(temb), b.decide(temb))
 
 

@@ -7,26 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import FULL
+from .timestep import router_input, timestep_sinusoid  # noqa: F401  (re-exported: the engine's input API)
 
 NUM_BRANCHES = 3
-
-
-def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """(B, dim) float32 sinusoid of raw timesteps t in [0, 1000]: [cos | sin] with frequencies
-    exp(-ln(max_period) * k / (dim/2)) -- diffusers Timesteps(flip_sin_to_cos=True, shift=0), ComfyUI's
-    Wan ``sinusoidal_embedding_1d`` and Hunyuan ``timestep_embedding(t, 256, time_factor=1)``. Computed in
-    float64 like ComfyUI's Wan, returned as float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    args = t.reshape(-1).to(torch.float64)[:, None] * freqs[None, :]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1).float()
 
 
 class Router(nn.Module):
@@ -100,22 +90,12 @@ class RouterSet:
         return hard_decisions(self.probabilities(temb), tau_sparse)
 
 
-def router_input(time_mlp: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor, dtype=None) -> torch.Tensor:
-    """The router input exactly as the model computes its timestep embedding: the model's own 2-layer
-    time MLP (Wan ``time_embedding``, Hunyuan ``time_in``) on the 256-channel sinusoid of t = sigma*1000."""
-    s = timestep_sinusoid(t)
-    if dtype is not None:
-        s = s.to(dtype)
-    return time_mlp(s)
-
-
-def routing_table(routers: RouterSet, time_mlp: Callable, timesteps: Sequence[float], tau_sparse: float = 0.3,
-                  dtype=None) -> torch.Tensor:
-    """(steps, layers, heads) decisions for a whole schedule; routing depends only on t."""
+def routing_table(routers: RouterSet, time_mlp: nn.Module, timesteps: Sequence[float],
+                  tau_sparse: float = 0.3) -> torch.Tensor:
+    """(steps, layers, heads) decisions for a whole schedule of ComfyUI timesteps (sigma*1000); routing depends
+    only on t.  The input is built for ``routers.family`` exactly as at sampling time (``router_input``)."""
     t = torch.as_tensor(list(timesteps), dtype=torch.float32, device=routers.weight.device)
-    rows = []
-    for ti in t:
-        rows.append(routers.decide(router_input(time_mlp, ti.reshape(1), dtype), tau_sparse))
+    rows = [routers.decide(router_input(routers.family, time_mlp, ti.reshape(1)), tau_sparse) for ti in t]
     return torch.stack(rows) if rows else torch.empty(0, routers.num_layers, routers.heads, dtype=torch.long)
 
 

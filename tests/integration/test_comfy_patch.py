@@ -47,8 +47,8 @@ def spy(P, model):
 def expected_decisions(model, bundle, sigma, family):
     dm = model.get_model_object("diffusion_model")
     mlp = dm.time_embedding if family == "wan" else dm.time_in
-    t = torch.tensor([sigma * 1000.0])
-    return bundle.routers.decide(router_input(mlp, t, torch.float32), 0.3)
+    t = torch.tensor([sigma], dtype=torch.float32) * 1000.0  # as ComfyUI's model_sampling.timestep
+    return bundle.routers.decide(router_input(family, mlp, t), 0.3)
 
 
 def check_against_reference(calls, model, bundle, family, latent_shape, text_len=0, kv_from="query"):

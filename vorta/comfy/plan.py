@@ -116,7 +116,7 @@ class RoutingPlan:
     def router_input(self, dm, t: float, device) -> torch.Tensor:
         """The tensor the routers read at model timestep ``t`` (see ``vorta.router.router_input``)."""
         mlp = self.adapter.time_mlp(dm)
-        return router_input(mlp, torch.tensor([t], dtype=torch.float32, device=device), _mlp_dtype(mlp))
+        return router_input(self.adapter.family, mlp, torch.tensor([t], dtype=torch.float32, device=device))
 
     def _router_on(self, device) -> RouterSet:
         key = str(device)
@@ -126,9 +126,3 @@ class RoutingPlan:
             self._routers[key] = r
         return r
 
-
-def _mlp_dtype(mlp) -> torch.dtype:
-    for p in mlp.parameters():
-        if p.dtype in (torch.float32, torch.float16, torch.bfloat16):
-            return p.dtype
-    return torch.bfloat16
