@@ -2,7 +2,9 @@
 # Build the git-ignored payload that bench/run_e2e_device.sh needs on the device (carry [".comfyui", ".whl"]):
 #   .comfyui/  ComfyUI's source (library path only: no .git, tests, API nodes or tokenizer data), ~5 MB
 #   .whl/      wheels the device image lacks: torchsde + trampoline (ComfyUI's sampler imports them)
-# Usage: bash bench/prepare_device_payload.sh /path/to/ComfyUI   (tested with ComfyUI 0.3.64, a125cd84)
+# Usage: bash bench/prepare_device_payload.sh /path/to/ComfyUI   (tested with ComfyUI 0.3.64 and 0.33.0)
+# ComfyUI >= 0.7 also needs comfy-kitchen, comfy-aimdo, simpleeval and blake3 wheels: see the 0.33.0 results file
+# (bench/results/2026-11-24-comfyui-0.33-h100.md) for how the comfy-kitchen wheel is cut under the carry limit.
 set -euo pipefail
 src=$(cd "${1:?path to a ComfyUI checkout}" && pwd)
 cd "$(dirname "$0")/.."

@@ -10,7 +10,7 @@ models=${1:-wan1.3b,wan14b,hunyuan,wan5b}
 shift || true
 limit=${E2E_TIME_LIMIT:-500}  # seconds for the python process; the device command may run 600
 
-[ -f .comfyui/comfy/sd.py ] || { echo "no .comfyui/: carry it (copy of ComfyUI 0.3.64 source)"; exit 2; }
+[ -f .comfyui/comfy/sd.py ] || { echo "no .comfyui/: carry it (a ComfyUI source tree: bench/prepare_device_payload.sh)"; exit 2; }
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
@@ -29,6 +29,8 @@ if ! python3 -c "import av" 2>/dev/null; then
   printf 'class InputContainer: pass\n' > /tmp/stubs/av/container/__init__.py
   : > /tmp/stubs/av/subtitles/__init__.py
   printf 'class SubtitleStream: pass\n' > /tmp/stubs/av/subtitles/stream.py
+  mkdir -p /tmp/stubs/av/video && : > /tmp/stubs/av/video/__init__.py  # ComfyUI >= 0.2x imports the enums below
+  printf 'import enum\nclass ColorPrimaries(enum.IntEnum):\n    BT709 = 1\n    BT2020 = 9\nclass ColorRange(enum.IntEnum):\n    UNSPECIFIED = 0\n    MPEG = 1\n    JPEG = 2\nclass ColorTrc(enum.IntEnum):\n    BT709 = 1\n    IEC61966_2_1 = 13\n    SMPTE2084 = 16\n    ARIB_STD_B67 = 18\n' > /tmp/stubs/av/video/reformatter.py
   echo "av: import-only stub"
 fi
 export PYTHONPATH=/tmp/pkg:/tmp/site:/tmp/stubs${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 COMFYUI_PATH=$PWD/.comfyui

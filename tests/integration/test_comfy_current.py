@@ -106,8 +106,7 @@ def test_preferred_attention_serves_full_heads_where_comfyui_would_use_it(harnes
 
     def preferred(q, k, v, heads, **kwargs):  # e.g. comfy-kitchen INT8 set by a checkpoint's attention config
         seen.append(heads)
-        kwargs.pop("_inside_attn_wrapper", None)
-        import comfy.ldm.modules.attention as A
+        import comfy.ldm.modules.attention as A  # called inside ComfyUI's attention wrapper, as a real choice is
 
         return A.attention_pytorch(q, k, v, heads, **kwargs)
 

@@ -52,3 +52,10 @@ def test_torch_compile_matches_eager_without_recompiles_for_new_decisions(harnes
     harness.sample(compiled, WAN, pos, neg, steps=3, cfg=3.0, scheduler="beta")
     assert set(seen) - first, "the second schedule produced no new routing decisions; the check would be void"
     assert _compiled_graphs() == graphs
+    # every tagged site compiles into its own cache: a shared code object would recompile per layer and stop
+    # compiling after torch._dynamo's recompile_limit (8) on real models with 30-60 layers
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    sites = [fn for fn in compiled.object_patches.values() if getattr(fn, "_vorta_path", None)]
+    assert len({fn.__code__ for fn in sites}) == len(sites) == 2
+    assert all(len(_debug_get_cache_entry_list(fn.__code__)) <= 1 for fn in sites)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
 from typing import Dict, Optional
 
 import torch
@@ -96,6 +97,10 @@ class VortaPatch:
                 kwargs["transformer_options"] = opts
             return type(module).forward(module, *args, **kwargs)
 
+        # One code object per site: torch.compile caches compiled frames per code object and guards on closure
+        # values, so a shared code object would recompile for every layer and give up after recompile_limit (8).
+        code = forward.__code__.replace(co_name=f"vorta_{path.replace('.', '_')}_forward")
+        forward = types.FunctionType(code, forward.__globals__, code.co_name, forward.__defaults__, forward.__closure__)
         forward._vorta_tag = tag
         forward._vorta_path = path
         return forward
