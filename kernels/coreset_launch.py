@@ -11,11 +11,11 @@ from functools import lru_cache
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 import triton
 
 from ..vorta.checks import check_kernel_support
 from ..vorta.geometry import BucketLayout, TokenGrid, as_triple
+from ..vorta.reference import sdpa
 from ..vorta.routing import AttentionProblem
 from .common import INTERPRET, check_op_args, heads32, unit_last
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
@@ -104,13 +104,12 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
             dst[:, :, pooled:] = x[:, text_row0:text_row0 + text_len].index_select(2, heads).transpose(1, 2)
     with _sdpa_cudnn_first():
         if text_valid is None or text_len == 0:
-            op = F.scaled_dot_product_attention(qp, kp, vp)
+            op = sdpa(qp, kp, vp)
         else:  # like the official code: cut the keys to the valid text per batch element
             op = torch.empty_like(qp)
             for i, n in enumerate(text_valid.tolist()):
                 n_keys = pooled + int(n)
-                op[i:i + 1] = F.scaled_dot_product_attention(qp[i:i + 1], kp[i:i + 1, :, :n_keys],
-                                                             vp[i:i + 1, :, :n_keys])
+                op[i:i + 1] = sdpa(qp[i:i + 1], kp[i:i + 1, :, :n_keys], vp[i:i + 1, :, :n_keys])
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     block = 32 if INTERPRET else 64
     coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](

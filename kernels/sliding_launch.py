@@ -212,7 +212,9 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
     launch(q_blocks * splits, bm, config.warps, True, ws=(ws_acc, ws_m, ws_l), splits=splits, chunk=chunk)
     m = ws_m.amax(0)
     w = torch.exp2(ws_m - m)  # (splits, B*h, T)
-    o = ((ws_acc * w[..., None]).sum(0) / (ws_l * w).sum(0)[..., None]).view(B, h, T, D)
+    den = (ws_l * w).sum(0)
+    den = torch.where(den > 0, den, 1.0)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
+    o = ((ws_acc * w[..., None]).sum(0) / den[..., None]).view(B, h, T, D)
     if text_valid is not None:  # padded text rows output 0 (replaced: 0 * NaN would stay NaN)
         live = torch.arange(T, device=q.device)[None, :] < tv[:, None]
         o = torch.where(live[:, None, :, None], o, 0.0)

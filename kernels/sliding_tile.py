@@ -207,4 +207,5 @@ def sliding_tile_fwd_kernel(
         tl.store(WS_L + ws, l_i, mask=q_ok)
     else:
         o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
+        l_i = tl.where(l_i > 0, l_i, 1.0)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
         tl.store(o_ptr, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=q_ok[:, None])

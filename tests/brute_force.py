@@ -34,15 +34,16 @@ def sliding_mask(F, H, W, tile, window):
 
 
 def masked_attention(q, k, v, mask):
-    """softmax with an explicit (..., Lq, Lk) bool mask, fp64; rows with no visible key give 0.  Keys a query
-    does not see are left out of its sum (their data may be NaN/inf)."""
+    """softmax with an explicit (..., Lq, Lk) bool mask, fp64, summed over the visible keys only (keys a query
+    does not see take no part, their data may be NaN/inf); a query whose visible scores are all -inf weighs
+    each visible key 0 (0 * V), one with no visible key gives 0."""
     q, k, v = q.double(), k.double(), v.double()
     mask = mask.expand(*q.shape[:-2], q.shape[-2], k.shape[-2])
     s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     s = torch.where(mask, s, float("-inf"))
-    p = torch.softmax(s, -1)
-    out = torch.where(mask[..., None], p[..., None] * v[..., None, :, :], 0.0).sum(-2)
-    return torch.where(mask.any(-1, keepdim=True), out, 0.0)
+    dead = (s == float("-inf")).all(-1, keepdim=True)
+    p = torch.where(dead, 0.0, torch.softmax(s, -1))
+    return torch.where(mask[..., None], p[..., None] * v[..., None, :, :], 0.0).sum(-2)
 
 
 def row_roles(L, T, text_first=False):

@@ -48,7 +48,7 @@ def test_kernel_matches_reference(branch, case, dtype):
     g = TokenGrid(*grid)
     D = 32
     S = g.numel + T
-    q, k, v = make(B, H, S, D, dtype, layout, seed=hash((grid, branch)) % 997)
+    q, k, v = make(B, H, S, D, dtype, layout, seed=sum(grid) * 7 + len(branch))  # fixed (str hashes vary per process)
     tv = None if valid is None else torch.tensor(valid)
     p = AttentionProblem(g, VortaConfig(tile=tile, window=window, bucket=(2, 3, 2)),
                          kv_from="key" if layout == "hunyuan" else "query", text_len=T, text_valid=tv)

@@ -37,7 +37,7 @@ def brute_with_text(q, k, v, video_mask, T, valid):
 @pytest.mark.parametrize("T,valid", [(0, None), (5, [5, 3])])
 def test_sliding_matches_explicit_mask(dtype, grid, tile, window, heads, T, valid):
     g = TokenGrid(*grid)
-    q, k, v = rand(2, heads, g.numel + T, 32, dtype, seed=hash((grid, T)) % 1000)
+    q, k, v = rand(2, heads, g.numel + T, 32, dtype, seed=(grid[0] * 100 + grid[1] * 10 + grid[2] + T) % 1000)  # fixed seed
     tv = None if valid is None else torch.tensor(valid)
     out = sliding_tile_attention(q, k, v, g, tile, window, T, tv)
     assert out.dtype == dtype and out.shape == q.shape

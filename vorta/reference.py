@@ -9,10 +9,12 @@ query rows output 0.  Results are returned in the input dtype.
 
 Non-finite values: a padded or out-of-window token never takes part in any sum (its rows are replaced, not
 multiplied by a zero weight, since 0 * inf = NaN), so NaN/inf reach exactly the outputs whose attention
-reads them.  Coreset selection uses one total order, shared with the kernels (``coreset_select``).
+reads them, by the math definition (``sdpa``).  Coreset selection uses one total order, shared with the
+kernels (``coreset_select``).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 from .geometry import BucketLayout, TileLayout, TokenGrid, Triple, key_tile_table
 
-_CHUNK_ELEMENTS = 1 << 26  # keys gathered per sliding-reference chunk: bounds CPU memory at any size
+_CHUNK_ELEMENTS = 1 << 26  # keys (and scores) per sliding-reference chunk: bounds CPU memory at any size
 
 
 def text_key_mask(batch: int, text_len: int, text_valid: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
@@ -29,6 +31,23 @@ def text_key_mask(batch: int, text_len: int, text_valid: Optional[torch.Tensor],
         return None
     valid = torch.as_tensor(text_valid, device=device).reshape(-1, 1)
     return (torch.arange(text_len, device=device)[None, :] < valid).expand(batch, text_len)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(QK^T/sqrt(D))V: ``F.scaled_dot_product_attention`` on a GPU, the definition itself (fp32) on the CPU.
+
+    Why: PyTorch's CPU kernels do not follow the definition for non-finite values (without a mask a query row
+    holding NaN outputs 0; in fp16 an inf key can vanish), and the oracle must.  By the definition NaN/inf
+    propagate, and a query whose scores are all -inf weighs every key 0 (PyTorch's safe softmax): it outputs
+    0 times its values.  The kernels follow the same definition."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(s, -1)
+    p = torch.where((s == float("-inf")).all(-1, keepdim=True), 0.0, p)
+    return (p @ v.float()).to(q.dtype)
 
 
 def _zero_padded_text_rows(x: torch.Tensor, video_len: int, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -63,7 +82,7 @@ def full_attention(q, k, v, text_len: int = 0, text_valid: Optional[torch.Tensor
     if tmask is not None:
         mask = torch.cat([torch.ones(B, S - text_len, dtype=torch.bool, device=q.device), tmask], 1)[:, None, None, :]
         k, v = (_zero_padded_text_rows(x, S - text_len, tmask) for x in (k, v))  # never keys, not even 0 * NaN
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = sdpa(q, k, v, mask)
     return text_back(_zero_padded_text_rows(out, S - text_len, tmask), text_len, text_first)
 
 
@@ -93,7 +112,7 @@ def sliding_tile_attention(
     safe_slots = torch.where(slots < 0, torch.full_like(slots, L), slots)
     out = q.new_empty(B, h, S, D)
     per_tile = table.shape[1] * P + text_len
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, B * h * per_tile * D))
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, B * h * per_tile * max(D, P)))  # gathered keys and scores
     for start in range(0, n_tiles, chunk):
         tiles = torch.arange(start, min(start + chunk, n_tiles), device=q.device)
         key_tiles = table[tiles]  # (c, W)
@@ -109,7 +128,7 @@ def sliding_tile_attention(
             vi = torch.cat([vi, v[:, :, None, L:].expand(B, h, c, text_len, D)], 3)
             tm = torch.ones(B, text_len, dtype=torch.bool, device=q.device) if tmask is None else tmask
             mask = torch.cat([mask, tm[:, None, None, None, :].expand(B, 1, c, 1, text_len)], 4)
-        oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)  # (B, h, c, P, D)
+        oi = sdpa(qi, ki, vi, mask)  # (B, h, c, P, D)
         valid = slots[tiles] >= 0
         out[:, :, slots[tiles][valid]] = oi[:, :, valid]
     if text_len:
