@@ -78,9 +78,9 @@ def linear_weights(m: nn.Module, device) -> Optional[Tuple[torch.Tensor, Optiona
     ``pre_quant_scale`` (folded into the weight columns) and the LoRA patches ComfyUI applies at cast time
     (``weight_lowvram_function``, then each ``weight_function``, on the fp32 copy, in ComfyUI's order).  LoRA
     merged into the weights (ComfyUI's normal mode) is already in ``m.weight``.  Returns None for storage that is
-    not a plain tensor of the module's shape (e.g. GGUF's packed blocks): the caller lets the op dequantize."""
+    not a plain tensor of the module's shape (GGUF's packed blocks, a meta tensor): the caller lets the op decode."""
     w = getattr(m, "weight", None)
-    if not isinstance(w, torch.Tensor) or getattr(w, "tensor_type", None) is not None:  # tensor_type: GGUF
+    if not isinstance(w, torch.Tensor) or w.is_meta or getattr(w, "tensor_type", None) is not None:  # GGUF
         return None
     w_fns, b_fns = _functions(m, "weight"), _functions(m, "bias")
     w = _plain(w, device, copy=bool(w_fns))  # patches may work in place: never hand them the module's tensor
