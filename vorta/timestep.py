@@ -74,7 +74,7 @@ def linear_weights(m: nn.Module, device) -> Optional[Tuple[torch.Tensor, Optiona
     """fp32 ``(weight, bias)`` a Linear-like module computes with, read from what it stores, on ``device``.
 
     Handles plain ``nn.Linear`` and ComfyUI's ops: any storage dtype (bf16/fp16/fp8), weights offloaded to
-    another device, ``QuantizedTensor`` (dequantized), ComfyUI < 0.4's scaled fp8 (``scale_weight``), AWQ
+    another device, ``QuantizedTensor`` (dequantized), older ComfyUI's scaled fp8 (``scale_weight``, 0.3.64), AWQ
     ``pre_quant_scale`` (folded into the weight columns) and the LoRA patches ComfyUI applies at cast time
     (``weight_lowvram_function``, then each ``weight_function``, on the fp32 copy, in ComfyUI's order).  LoRA
     merged into the weights (ComfyUI's normal mode) is already in ``m.weight``.  Returns None for storage that is
