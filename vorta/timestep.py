@@ -74,13 +74,13 @@ def linear_weights(m: nn.Module, device) -> Optional[Tuple[torch.Tensor, Optiona
     """fp32 ``(weight, bias)`` a Linear-like module computes with, read from what it stores, on ``device``.
 
     Handles plain ``nn.Linear`` and ComfyUI's ops: any storage dtype (bf16/fp16/fp8), weights offloaded to
-    another device, ``QuantizedTensor`` (dequantized), ComfyUI < 0.4's scaled fp8 (``scale_weight``), AWQ
+    another device, ``QuantizedTensor`` (dequantized), older ComfyUI's scaled fp8 (``scale_weight``, 0.3.64), AWQ
     ``pre_quant_scale`` (folded into the weight columns) and the LoRA patches ComfyUI applies at cast time
     (``weight_lowvram_function``, then each ``weight_function``, on the fp32 copy, in ComfyUI's order).  LoRA
     merged into the weights (ComfyUI's normal mode) is already in ``m.weight``.  Returns None for storage that is
-    not a plain tensor of the module's shape (e.g. GGUF's packed blocks): the caller lets the op dequantize."""
+    not a plain tensor of the module's shape (GGUF's packed blocks, a meta tensor): the caller lets the op decode."""
     w = getattr(m, "weight", None)
-    if not isinstance(w, torch.Tensor) or getattr(w, "tensor_type", None) is not None:  # tensor_type: GGUF
+    if not isinstance(w, torch.Tensor) or w.is_meta or getattr(w, "tensor_type", None) is not None:  # GGUF
         return None
     w_fns, b_fns = _functions(m, "weight"), _functions(m, "bias")
     w = _plain(w, device, copy=bool(w_fns))  # patches may work in place: never hand them the module's tensor

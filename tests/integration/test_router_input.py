@@ -73,7 +73,8 @@ def assert_same(got: list, want: torch.Tensor, routers: RouterSet, timesteps: to
     bad = [i for i in range(len(want)) if not torch.equal(got[i], want[i])]
     assert not bad, f"steps {bad} differ (t = {[float(timesteps[i]) for i in bad]})"
     for i in range(len(want)):
-        assert torch.equal(routers.decide(got[i:i + 1]), official_decisions(want[i:i + 1], routers.weight, routers.bias))
+        official = official_decisions(want[i:i + 1], routers.weight, routers.bias)
+        assert torch.equal(routers.decide(got[i:i + 1]), official), i
 
 
 def test_wan_sampled_over_the_official_unipc_sigmas(harness, vorta_comfy, monkeypatch):
