@@ -59,16 +59,22 @@ def _run(args):
                 summary=case_summary(case), seconds=time.time() - t)
 
 
+ROWS = ["all cases", "sliding auto", "sliding pointer", "sliding TMA", "sliding TMA tail block", "sliding row split",
+        "sliding text", "coreset", "text first", "non-finite input", "exact ties", "dtype float32", "dtype float16",
+        "dtype bfloat16"]
+
+
 def table(results) -> str:
-    rows = collections.OrderedDict()
+    """Cases and verdicts per load path / feature / dtype (a case counts in every row it drives)."""
+    rows = collections.defaultdict(collections.Counter)
     for r in results:
-        for key in ["all cases"] + [f"{p}" for p in r["paths"]] + [f"dtype {r['dtype']}"]:
-            c = rows.setdefault(key, collections.Counter())
-            c["cases"] += 1
-            c[r["verdict"]] += 1
+        for key in ["all cases"] + list(r["paths"]) + [f"dtype {r['dtype']}"]:
+            rows[key]["cases"] += 1
+            rows[key][r["verdict"]] += 1
     cols = ["cases", "ok", "refused", "no-kernel"] + list(FAIL)
     lines = ["| path | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for key, c in rows.items():
+    for key in [k for k in ROWS if k in rows] + sorted(set(rows) - set(ROWS)):
+        c = rows[key]
         lines.append(f"| {key} | " + " | ".join(str(c[k]) for k in cols) + " |")
     return "\n".join(lines)
 
@@ -78,7 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--seed0", type=int, default=0, help="first seed (seeds seed0 .. seed0+cases-1)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (Triton interpreter)")
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
+                    help="processes (default: the CPU cores less two, at most 14): compiles run in parallel")
     ap.add_argument("--time-limit", type=float, default=540.0, help="seconds; cases not started by then are skipped")
     ap.add_argument("--md", default=None, help="also write the summary and failures to this markdown file")
     args = ap.parse_args(argv)
