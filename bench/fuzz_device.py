@@ -12,8 +12,11 @@ Run from the repository root with ``comfyui_vorta`` resolving to it (as bench/ru
     PYTHONPATH=/tmp/pkg python bench/fuzz_device.py --cases 1000 [--seed0 0] [--workers 8] [--md fuzz.md]
 
 ``--device cpu`` runs the same cases on the CPU through the Triton interpreter (smaller grids, fp32/fp16).
+Inputs and every buffer the launchers allocate sit between NaN guard zones: a read past a buffer shows as NaN in
+the output, a write past one as a changed guard ('oob').
 Prints a summary table (per load path and dtype) and every failing case with its seed.  Exit status: 0 all
-passed, 1 any mismatch / NaN or inf where the reference has none (or the reverse) / missing refusal / error,
+passed, 1 any mismatch / NaN or inf where the reference has none (or the reverse) / out-of-bounds write /
+missing refusal / error,
 3 the time limit stopped it before all cases ran.  A forced config that does not fit the GPU (the reference
 ran instead) is listed as 'no-kernel', not as a failure.  Workers run in parallel because each new kernel
 shape costs a Triton compile on the CPU.
@@ -34,7 +37,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # fuzz_cases, brute_force, poison
 
-FAIL = ("mismatch", "nonfinite", "brute", "error")
+FAIL = ("mismatch", "nonfinite", "brute", "oob", "error")
 
 
 def _worker_init(device: str, threads: int) -> None:

@@ -21,7 +21,7 @@ from comfyui_vorta.vorta.geometry import TokenGrid
 from comfyui_vorta.vorta.routing import REFERENCE_BRANCHES, AttentionProblem, routed_attention
 
 from brute_force import coreset_brute, masked_attention, sliding_mask, with_text_mask
-from poison import poisoned_empty
+from poison import guarded, poisoned_empty
 
 # BLOCK_M, BLOCK_N, warps, stages, TMA, tail block (0: BLOCK_N), row split
 CPU_CONFIGS = [(32, 32, 4, 1, 0, 16, 1), (32, 32, 4, 1, 1, 16, 1), (16, 16, 4, 1, 1, 0, 1), (32, 16, 4, 1, 0, 0, 0),
@@ -127,7 +127,7 @@ def make_case(seed: int, gpu: bool = False) -> Case:
 
 def make_inputs(case: Case, device) -> Tuple[torch.Tensor, ...]:
     """q, k, v as [B, S, H, D] (text-last order, non-finite values and ties applied), then in the case's token
-    order and ComfyUI layout."""
+    order and ComfyUI layout, each inside a NaN-guarded buffer (a read past its ends shows as NaN)."""
     B, H, D, L, T = case.batch, case.heads, case.head_dim, case.video_len, case.text_len
     g = torch.Generator().manual_seed(case.seed)
     xs = [torch.randn(B, L + T, H, D, generator=g) for _ in range(3)]
@@ -140,10 +140,15 @@ def make_inputs(case: Case, device) -> Tuple[torch.Tensor, ...]:
         xs["qkv".index(name)][b, row, head, r.randrange(D)] = val
     if case.text_first:
         xs = [torch.cat([x[:, L:], x[:, :L]], 1) for x in xs]
-    xs = [x.to(device, case.dtype) for x in xs]
     if case.layout == "hunyuan":
-        return tuple(x.transpose(1, 2).contiguous() for x in xs)  # [B, H, S, D]
-    return tuple(x.reshape(B, L + T, H * D) for x in xs)  # [B, S, H*D]
+        xs = [x.transpose(1, 2) for x in xs]  # [B, H, S, D]
+    else:
+        xs = [x.reshape(B, L + T, H * D) for x in xs]  # [B, S, H*D]
+    out = []
+    for x in xs:
+        t, _ = guarded(x.shape, case.dtype, device)
+        out.append(t.copy_(x))
+    return tuple(out)
 
 
 def problem_of(case: Case, device) -> AttentionProblem:
@@ -194,7 +199,8 @@ def compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> Optional[str]:
 
 def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_len: int = 80) -> Tuple[str, str]:
     """(verdict, detail): verdict 'ok', 'refused' (unsupported head dim, clear error), 'mismatch', 'nonfinite',
-    'brute', 'error' or 'no-kernel' (the forced launch config did not fit: the reference ran)."""
+    'brute', 'oob' (a write past a buffer), 'error' or 'no-kernel' (the forced launch config did not fit: the
+    reference ran)."""
     from comfyui_vorta.kernels import sliding_launch
     from comfyui_vorta.kernels.launch import TRITON_BRANCHES
 
@@ -209,8 +215,9 @@ def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_le
     sparse = any(d in (1, 2) for d in case.decisions)
     no_config = dict(sliding_launch._NO_CONFIG)
     try:
-        with poisoned_empty():
+        with poisoned_empty() as buffers:
             out = routed_attention(q, k, v, case.heads, decisions, p, layout=case.layout, branches=TRITON_BRANCHES)
+        oob = buffers.check()
     except ValueError as e:
         if case.head_dim not in (64, 128) and sparse and f"head dim {case.head_dim}" in str(e):
             return "refused", str(e)
@@ -221,6 +228,8 @@ def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_le
         os.environ.pop("VORTA_STA_CONFIG", None)
     if case.head_dim not in (64, 128) and sparse:
         return "error", f"head dim {case.head_dim} was not refused"
+    if oob:
+        return "oob", oob
     if sliding_launch._NO_CONFIG != no_config:
         return "no-kernel", f"launch config {case.sta_config} did not fit this GPU"
     cpu = [x.cpu().float() for x in (q, k, v)]
