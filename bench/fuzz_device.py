@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import datetime
 import multiprocessing
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 import time
 
@@ -107,11 +109,16 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name() if args.device != "cpu" else platform.processor() or "cpu"
     import triton
 
-    header = (f"{datetime.date.today()} | {name} | torch {torch.__version__} | triton {triton.__version__} | "
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    header = (f"{datetime.date.today()} | commit {commit} | {name} | torch {torch.__version__} | triton {triton.__version__} | "
               f"seeds {args.seed0}..{args.seed0 + args.cases - 1} | {args.workers} workers")
     print(header, flush=True)
     start = time.time()
-    results, skipped = [], 0
+    results, skipped, broken = [], 0, False
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(args.device, max(1, (os.cpu_count() or 1) // args.workers))) as ex:
@@ -128,18 +135,22 @@ def main(argv=None) -> int:
                 try:
                     r = f.result()
                 except Exception as e:  # noqa: BLE001 - a crashed worker is a failure of that case
-                    r = dict(seed=seed, verdict="error", detail=f"worker: {e!r}", paths=[], dtype="?", summary=f"seed {seed}",
-                             seconds=0.0)
+                    broken = broken or isinstance(e, BrokenProcessPool)
+                    r = dict(seed=seed, verdict="error", detail=f"worker: {e!r}", paths=[], dtype="?",
+                             summary=f"seed {seed} (in flight when it failed)", seconds=0.0)
                 results.append(r)
                 if r["verdict"] in FAIL + ("no-kernel", "near-tie"):
                     print(f"{r['verdict']}: {r['detail']}\n    {r['summary']}", flush=True)
                 if len(results) % 100 == 0:
                     print(f"{len(results)} cases, {time.time() - start:.0f} s", flush=True)
-                if time.time() - start < args.time_limit:
+                if time.time() - start < args.time_limit and not broken:
                     nxt = next(seeds, None)
                     if nxt is not None:
-                        pending[ex.submit(_run, (nxt, args.device))] = nxt
-                else:
+                        try:
+                            pending[ex.submit(_run, (nxt, args.device))] = nxt
+                        except BrokenProcessPool:  # a worker died (e.g. a CUDA error): report what ran
+                            broken = True
+                if time.time() - start >= args.time_limit or broken:
                     skipped = args.cases - len(results) - len(pending)
     results.sort(key=lambda r: r["seed"])
     failed = [r for r in results if r["verdict"] in FAIL]
@@ -147,7 +158,7 @@ def main(argv=None) -> int:
     verdict = (f"{len(results)} cases in {time.time() - start:.0f} s: {len(failed)} failed, "
                f"{sum(r['verdict'] == 'no-kernel' for r in results)} no-kernel, "
                f"{sum(r['verdict'] == 'near-tie' for r in results)} near-tie"
-               + (f", {skipped} not run (time limit)" if skipped else ""))
+               + (f", {skipped} not run ({'a worker died' if broken else 'time limit'})" if skipped else ""))
     print("\n" + summary + "\n\n" + verdict)
     if args.md:
         body = [f"# Engine fuzz ({args.device})", "", header, "", summary, "", verdict, ""]
