@@ -12,29 +12,35 @@ Run from the repository root with ``comfyui_vorta`` resolving to it (as bench/ru
     PYTHONPATH=/tmp/pkg python bench/fuzz_device.py --cases 1000 [--seed0 0] [--workers 8] [--md fuzz.md]
 
 ``--device cpu`` runs the same cases on the CPU through the Triton interpreter (smaller grids, fp32/fp16).
+Inputs and every buffer the launchers allocate sit between NaN guard zones: a read past a buffer shows as NaN in
+the output, a write past one as a changed guard ('oob').
 Prints a summary table (per load path and dtype) and every failing case with its seed.  Exit status: 0 all
-passed, 1 any mismatch / NaN or inf where the reference has none (or the reverse) / missing refusal / error,
-3 the time limit stopped it before all cases ran.  A forced config that does not fit the GPU (the reference
-ran instead) is listed as 'no-kernel', not as a failure.  Workers run in parallel because each new kernel
-shape costs a Triton compile on the CPU.
+passed, 1 any mismatch / NaN or inf where the reference has none (or the reverse) / out-of-bounds write /
+missing refusal / error, 3 the time limit stopped it before all cases ran (continue with ``--seed0``).
+Listed but not failures: 'no-kernel' (a forced config that does not fit the GPU, so the reference ran) and
+'near-tie' (a coreset head that differs because two similarities at the keep boundary are within 1e-5 but not
+equal: fp32 rounding on either side decides, not the tie rule).  Workers run in parallel because each new
+kernel shape costs a Triton compile on the CPU.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import datetime
 import multiprocessing
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # fuzz_cases, brute_force, poison
 
-FAIL = ("mismatch", "nonfinite", "brute", "error")
+FAIL = ("mismatch", "nonfinite", "brute", "oob", "error")
 
 
 def _worker_init(device: str, threads: int) -> None:
@@ -59,16 +65,22 @@ def _run(args):
                 summary=case_summary(case), seconds=time.time() - t)
 
 
+ROWS = ["all cases", "sliding auto", "sliding pointer", "sliding TMA", "sliding TMA tail block", "sliding row split",
+        "sliding text", "coreset", "text first", "non-finite input", "exact ties", "dtype float32", "dtype float16",
+        "dtype bfloat16"]
+
+
 def table(results) -> str:
-    rows = collections.OrderedDict()
+    """Cases and verdicts per load path / feature / dtype (a case counts in every row it drives)."""
+    rows = collections.defaultdict(collections.Counter)
     for r in results:
-        for key in ["all cases"] + [f"{p}" for p in r["paths"]] + [f"dtype {r['dtype']}"]:
-            c = rows.setdefault(key, collections.Counter())
-            c["cases"] += 1
-            c[r["verdict"]] += 1
-    cols = ["cases", "ok", "refused", "no-kernel"] + list(FAIL)
+        for key in ["all cases"] + list(r["paths"]) + [f"dtype {r['dtype']}"]:
+            rows[key]["cases"] += 1
+            rows[key][r["verdict"]] += 1
+    cols = ["cases", "ok", "refused", "no-kernel", "near-tie"] + list(FAIL)
     lines = ["| path | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for key, c in rows.items():
+    for key in [k for k in ROWS if k in rows] + sorted(set(rows) - set(ROWS)):
+        c = rows[key]
         lines.append(f"| {key} | " + " | ".join(str(c[k]) for k in cols) + " |")
     return "\n".join(lines)
 
@@ -78,7 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--seed0", type=int, default=0, help="first seed (seeds seed0 .. seed0+cases-1)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (Triton interpreter)")
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
+                    help="processes (default: the CPU cores less two, at most 14): compiles run in parallel")
     ap.add_argument("--time-limit", type=float, default=540.0, help="seconds; cases not started by then are skipped")
     ap.add_argument("--md", default=None, help="also write the summary and failures to this markdown file")
     args = ap.parse_args(argv)
@@ -96,11 +109,16 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name() if args.device != "cpu" else platform.processor() or "cpu"
     import triton
 
-    header = (f"{datetime.date.today()} | {name} | torch {torch.__version__} | triton {triton.__version__} | "
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    header = (f"{datetime.date.today()} | commit {commit} | {name} | torch {torch.__version__} | triton {triton.__version__} | "
               f"seeds {args.seed0}..{args.seed0 + args.cases - 1} | {args.workers} workers")
     print(header, flush=True)
     start = time.time()
-    results, skipped = [], 0
+    results, skipped, broken = [], 0, False
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(args.device, max(1, (os.cpu_count() or 1) // args.workers))) as ex:
@@ -117,25 +135,30 @@ def main(argv=None) -> int:
                 try:
                     r = f.result()
                 except Exception as e:  # noqa: BLE001 - a crashed worker is a failure of that case
-                    r = dict(seed=seed, verdict="error", detail=f"worker: {e!r}", paths=[], dtype="?", summary=f"seed {seed}",
-                             seconds=0.0)
+                    broken = broken or isinstance(e, BrokenProcessPool)
+                    r = dict(seed=seed, verdict="error", detail=f"worker: {e!r}", paths=[], dtype="?",
+                             summary=f"seed {seed} (in flight when it failed)", seconds=0.0)
                 results.append(r)
-                if r["verdict"] in FAIL + ("no-kernel",):
+                if r["verdict"] in FAIL + ("no-kernel", "near-tie"):
                     print(f"{r['verdict']}: {r['detail']}\n    {r['summary']}", flush=True)
                 if len(results) % 100 == 0:
                     print(f"{len(results)} cases, {time.time() - start:.0f} s", flush=True)
-                if time.time() - start < args.time_limit:
+                if time.time() - start < args.time_limit and not broken:
                     nxt = next(seeds, None)
                     if nxt is not None:
-                        pending[ex.submit(_run, (nxt, args.device))] = nxt
-                else:
+                        try:
+                            pending[ex.submit(_run, (nxt, args.device))] = nxt
+                        except BrokenProcessPool:  # a worker died (e.g. a CUDA error): report what ran
+                            broken = True
+                if time.time() - start >= args.time_limit or broken:
                     skipped = args.cases - len(results) - len(pending)
     results.sort(key=lambda r: r["seed"])
     failed = [r for r in results if r["verdict"] in FAIL]
     summary = table(results)
     verdict = (f"{len(results)} cases in {time.time() - start:.0f} s: {len(failed)} failed, "
-               f"{sum(r['verdict'] == 'no-kernel' for r in results)} no-kernel"
-               + (f", {skipped} not run (time limit)" if skipped else ""))
+               f"{sum(r['verdict'] == 'no-kernel' for r in results)} no-kernel, "
+               f"{sum(r['verdict'] == 'near-tie' for r in results)} near-tie"
+               + (f", {skipped} not run ({'a worker died' if broken else 'time limit'})" if skipped else ""))
     print("\n" + summary + "\n\n" + verdict)
     if args.md:
         body = [f"# Engine fuzz ({args.device})", "", header, "", summary, "", verdict, ""]

@@ -21,8 +21,9 @@ def check_op_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torc
     check_qkv(q, k, v, what)
     if q.ndim != 4:
         raise ValueError(f"{what}: q, k, v must be [B, S, H, D] views, got shape {tuple(q.shape)}")
-    if out.shape != q.shape or out.device != q.device:
-        raise ValueError(f"{what}: out must be {tuple(q.shape)} on {q.device} like q, got {tuple(out.shape)} on {out.device}")
+    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"{what}: out must be {tuple(q.shape)} {q.dtype} on {q.device} like q, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
     for name, x in (("q", q), ("k", k), ("v", v), ("out", out)):
         if x.stride(-1) != 1:
             raise ValueError(f"{what}: {name} must have unit stride along the head dim, got strides {x.stride()}")

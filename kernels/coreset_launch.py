@@ -16,7 +16,7 @@ import triton
 from ..vorta.checks import check_kernel_support
 from ..vorta.geometry import BucketLayout, TokenGrid, as_triple
 from ..vorta.reference import sdpa
-from ..vorta.routing import AttentionProblem
+from ..vorta.routing import AttentionProblem, sequence_rows
 from .common import INTERPRET, check_op_args, heads32, unit_last
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 
@@ -75,7 +75,7 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
     check_op_args(q, k, v, heads, out, g, text_len, text_valid, values_checked, "vorta::coreset_attention")
     B, S, H, D = q.shape
     L = g.numel
-    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
+    video_row0, text_row0 = sequence_rows(L, text_len, text_first)
     members, center, keep, offset, pooled, bk = coreset_tables(tuple(grid), tuple(bucket), float(ratio), str(q.device))
     h = heads.numel()
     rows = pooled + text_len

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - older Triton: pointer loads only
 
 from ..vorta.checks import check_kernel_support
 from ..vorta.geometry import TileLayout, TokenGrid, as_triple
-from ..vorta.routing import AttentionProblem, reference_sliding
+from ..vorta.routing import AttentionProblem, reference_sliding, sequence_rows
 from .common import INTERPRET, check_op_args, heads32, unit_last
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
@@ -116,7 +116,7 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     check_op_args(q, k, v, heads, out, g, text_len, text_valid, values_checked, "vorta::sliding_tile_attention")
     B, S, H, D = q.shape
     L = g.numel
-    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
+    video_row0, text_row0 = sequence_rows(L, text_len, text_first)
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
@@ -161,7 +161,7 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
     """The video-query launch(es) and, with text, the split text-query launch and its merge."""
     B, S, H, D = q.shape
     L = g.numel
-    video_row0, text_row0 = (text_len, 0) if text_first else (0, L)
+    video_row0, text_row0 = sequence_rows(L, text_len, text_first)
     h = heads.numel()
     nf, nh, nw = layout.tile_grid
     bm, bn = config.block_m, config.block_n

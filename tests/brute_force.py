@@ -42,7 +42,9 @@ def masked_attention(q, k, v, mask):
     s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     s = torch.where(mask, s, float("-inf"))
     dead = (s == float("-inf")).all(-1, keepdim=True)
-    p = torch.where(dead, 0.0, torch.softmax(s, -1))
+    p = torch.where(mask & ~dead, torch.softmax(s, -1), 0.0)
+    if bool(torch.isfinite(v).all()):  # 0 * finite = 0: a plain product is exact
+        return p @ v
     return torch.where(mask[..., None], p[..., None] * v[..., None, :, :], 0.0).sum(-2)
 
 

@@ -53,9 +53,8 @@ def check_text_valid(text_valid: Optional[torch.Tensor], batch: int, text_len: i
             or text_valid.dtype == torch.bool:
         raise ValueError(f"{what}: text_valid must be a ({batch},) integer tensor (valid text tokens per batch "
                          f"element), got shape {tuple(text_valid.shape)} {text_valid.dtype}")
-    if values:
-        lo, hi = torch.aminmax(text_valid)
-        lo, hi = int(lo), int(hi)  # one small read when text_valid is on a GPU
+    if values and text_valid.numel():
+        lo, hi = torch.stack(torch.aminmax(text_valid)).tolist()  # one small read when text_valid is on a GPU
         if lo < 0 or hi > text_len:
             raise ValueError(f"{what}: text_valid must be in [0, {text_len}] (the text length), got "
                              f"{text_valid.tolist()}")

@@ -44,15 +44,11 @@ class AttentionProblem:
     def seq_len(self) -> int:
         return self.grid.numel + self.text_len
 
-    @property
-    def video_row0(self) -> int:
-        """Sequence row of the first video token (video token r is row video_row0 + r)."""
-        return self.text_len if self.text_first else 0
 
-    @property
-    def text_row0(self) -> int:
-        """Sequence row of the first text token (text token j is row text_row0 + j)."""
-        return 0 if self.text_first else self.grid.numel
+def sequence_rows(video_len: int, text_len: int, text_first: bool) -> Tuple[int, int]:
+    """(video_row0, text_row0): video token r is sequence row video_row0 + r, text token j is text_row0 + j.
+    The kernels address both token orders through these two numbers instead of moving rows."""
+    return (text_len, 0) if text_first else (0, video_len)
 
 
 Branch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, AttentionProblem], None]
