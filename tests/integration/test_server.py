@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -118,7 +119,13 @@ def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_pa
         assert "VORTA (wan, mode=router" in text and "attention FLOPs saved" in text, text[-4000:]
         assert "11" in entry["outputs"]  # the routing heat map was rendered
         templates = _get(f"{url}/api/workflow_templates")
-        assert "ComfyUI-VORTA" in templates and templates["ComfyUI-VORTA"]
+        shipped = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+        assert sorted(templates["ComfyUI-VORTA"]) == shipped  # each workflow listed once
+        for name in shipped:  # the template browser fetches <name>.json and the card's <name>.jpg
+            for ext in ("json", "jpg"):
+                quoted = urllib.parse.quote(f"{name}.{ext}")
+                with urllib.request.urlopen(f"{url}/api/workflow_templates/ComfyUI-VORTA/{quoted}", timeout=5) as r:
+                    assert r.status == 200 and r.read(), (name, ext)
     finally:
         proc.terminate()
         try:
