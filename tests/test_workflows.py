@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from comfyui_vorta.vorta.comfy.settings import BACKENDS, MODES, PRESET_CHOICES
+from comfyui_vorta.vorta.comfy.options import build_settings
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, GEOMETRY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "example_workflows"
@@ -27,7 +28,7 @@ def _generator():
 
 
 GENERATOR = _generator()
-OURS = {"VortaRouterLoader": 1, "VortaApply": len(GENERATOR.apply_widgets({})), "VortaRoutingPreview": 0}
+OURS = {"VortaRouterLoader": 1, "VortaApply": len(APPLY), "VortaSettings": len(GEOMETRY), "VortaRoutingPreview": 0}
 # core node types the workflows use, with their widget counts (KSampler: seed + control_after_generate + 5)
 CORE = {"UNETLoader": 2, "CLIPLoader": 3, "DualCLIPLoader": 4, "VAELoader": 1, "ModelSamplingSD3": 1,
         "CLIPTextEncode": 1, "FluxGuidance": 1, "EmptyHunyuanLatentVideo": 4, "Wan22ImageToVideoLatent": 4,
@@ -37,7 +38,7 @@ CORE = {"UNETLoader": 2, "CLIPLoader": 3, "DualCLIPLoader": 4, "VAELoader": 1, "
 LOADERS = {"UNETLoader": [(0, "diffusion_models")], "CLIPLoader": [(0, "text_encoders")],
            "DualCLIPLoader": [(0, "text_encoders"), (1, "text_encoders")], "VAELoader": [(0, "vae")],
            "VortaRouterLoader": [(0, "vorta")]}
-UNCONNECTED_OK = {"router", "latent", "start_image"}  # optional sockets
+UNCONNECTED_OK = {"router", "settings", "latent", "start_image"}  # optional sockets
 
 
 def test_one_folder_equal_to_the_generator_output():
@@ -115,14 +116,17 @@ def test_note_is_one_readable_column(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_vorta_widget_values_are_valid(path):
-    from comfyui_vorta.vorta.comfy.options import build_settings
-
+    """Our nodes' widget values, named by the setting declarations, build valid settings; mode 'auto' resolves to the
+    router exactly where one is connected."""
     wf = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    links = {link[0]: link for link in wf["links"]}
     for n in wf["nodes"]:
         if n["type"] == "VortaApply":
-            keys = GENERATOR.apply_widget_names()
-            values = dict(zip(keys, n["widgets_values"]))
-            assert values["mode"] in MODES and values["preset"] in PRESET_CHOICES and values["backend"] in BACKENDS
-            s = build_settings(**values)  # raises on any invalid value (dense blocks, percents, ...)
-            has_router = any(i["name"] == "router" and i["link"] is not None for i in n["inputs"])
-            assert (s.mode == "router") == has_router, "router mode needs a connected ROUTER, other modes none"
+            values = dict(zip([s.name for s in APPLY], n["widgets_values"]))
+            linked = {i["name"]: nodes[links[i["link"]][1]] for i in n["inputs"] if i["link"] is not None}
+            if "settings" in linked:
+                values.update(zip([s.name for s in GEOMETRY], linked["settings"]["widgets_values"]))
+            s = build_settings(**values).resolved(has_router="router" in linked)  # raises on any invalid value
+            assert values["mode"] == "auto" and s.auto_mode
+            assert (s.mode == "router") == ("router" in linked)

@@ -24,26 +24,15 @@ THUMB_SIZE = (512, 384)
 
 
 
-def _apply_defaults() -> Dict[str, object]:
-    import inspect
-
-    from comfyui_vorta.vorta.comfy.options import build_settings
-
-    return {name: p.default for name, p in inspect.signature(build_settings).parameters.items()}
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, GEOMETRY  # noqa: E402
 
 
-def apply_widget_names() -> List[str]:
-    """Apply VORTA's widget inputs in the order the node declares them."""
-    return list(_apply_defaults())
-
-
-def apply_widgets(changes: Dict[str, object]) -> list:
-    """Apply VORTA's widget values in input order: the defaults with ``changes``."""
-    defaults = _apply_defaults()
-    unknown = set(changes) - set(defaults)
+def widget_values(specs, changes: Dict[str, object]) -> list:
+    """A node's widget values in the order it declares its inputs: the declared defaults with ``changes``."""
+    unknown = set(changes) - {s.name for s in specs}
     if unknown:
-        raise ValueError(f"Apply VORTA has no input {sorted(unknown)}")
-    return [changes.get(name, d) for name, d in defaults.items()]
+        raise ValueError(f"no input {sorted(unknown)}")
+    return [changes.get(s.name, s.default) for s in specs]
 
 # ------------------------------------------------------------------------------------- model files (downloads)
 WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
@@ -133,6 +122,7 @@ class Workflow:
     cfg: float
     note: str
     apply: Dict[str, object]  # Apply VORTA inputs that differ from their defaults
+    settings: Optional[Dict[str, object]] = None  # a VORTA Settings node with these inputs, when set
     router: Optional[ModelFile] = None
     guidance: Optional[float] = None
     fps: int = 16
@@ -156,11 +146,16 @@ def build(w: Workflow) -> dict:
     if w.router is not None:
         router_id = g.node("VortaRouterLoader", (360, 110), [w.router.name], outputs=[("ROUTER", "VORTA_ROUTER")],
                            size=(300, 60), models=[w.router])
-    apply_id = g.node("VortaApply", (720, 0), apply_widgets(w.apply), inputs=apply_inputs,
-                      outputs=[("MODEL", "MODEL")], size=(360, 240))
+    apply_inputs.append(("settings", "VORTA_SETTINGS"))
+    apply_id = g.node("VortaApply", (720, 0), widget_values(APPLY, w.apply), inputs=apply_inputs,
+                      outputs=[("MODEL", "MODEL")], size=(360, 230))
     g.link(shift_id, 0, apply_id, "model")
     if router_id is not None:
         g.link(router_id, 0, apply_id, "router")
+    if w.settings is not None:
+        settings_id = g.node("VortaSettings", (360, 110), widget_values(GEOMETRY, w.settings),
+                             outputs=[("settings", "VORTA_SETTINGS")], size=(300, 420))
+        g.link(settings_id, 0, apply_id, "settings")
     pos_id = g.node("CLIPTextEncode", (0, 420), [w.prompt], inputs=[("clip", "CLIP")],
                     outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 160), title="Positive prompt")
     neg_id = g.node("CLIPTextEncode", (0, 620), [""], inputs=[("clip", "CLIP")],
@@ -230,13 +225,13 @@ WORKFLOWS: List[Workflow] = [
                        f"{WAN21}/diffusion_models/wan2.1_t2v_14B_bf16.safetensors"),
         clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
         latent_node="EmptyHunyuanLatentVideo", size=(1280, 720, 81), shift=8.0, steps=30, cfg=5.0,
-        router=WAN14_ROUTER, apply={"mode": "router"},
+        router=WAN14_ROUTER, apply={},
         note="\n\n".join([
             "## VORTA on Wan2.1 T2V 14B\nLearned per-head routing with the official router, 720p.",
             "### Files\n" + _files(WAN14_ROUTER, ModelFile("wan2.1_t2v_14B_bf16.safetensors", "diffusion_models", ""),
                                    UMT5, WAN21_VAE),
             _DOWNLOADS, _ROUTER_NOTE.format(folder="wan-14B"),
-            "### Settings\nMode `router` with the tile, window and bucket "
+            "### Settings\nMode `auto` uses the router because one is connected, with the tile, window and bucket "
             "it was trained with (5x9x8, 3x3x3, 2x3x2).", _PREVIEW, _SPEED])),
     Workflow(
         name="HunyuanVideo T2V - VORTA learned router", model="HunyuanVideo T2V", mode_line="learned router, 720p",
@@ -249,7 +244,7 @@ WORKFLOWS: List[Workflow] = [
                          f"{HUNYUAN}/text_encoders/llava_llama3_fp8_scaled.safetensors")),
         vae=ModelFile("hunyuan_video_vae_bf16.safetensors", "vae", f"{HUNYUAN}/vae/hunyuan_video_vae_bf16.safetensors"),
         latent_node="EmptyHunyuanLatentVideo", size=(1280, 720, 117), shift=7.0, steps=50, cfg=1.0,
-        router=HUNYUAN_ROUTER, guidance=6.0, fps=24, apply={"mode": "router"},
+        router=HUNYUAN_ROUTER, guidance=6.0, fps=24, apply={},
         note="\n\n".join([
             "## VORTA on HunyuanVideo T2V\nLearned per-head routing with the official router, 720p.",
             "### Files\n" + _files(HUNYUAN_ROUTER,
@@ -258,7 +253,7 @@ WORKFLOWS: List[Workflow] = [
                                    ModelFile("llava_llama3_fp8_scaled.safetensors", "text_encoders", ""),
                                    ModelFile("hunyuan_video_vae_bf16.safetensors", "vae", "")),
             _DOWNLOADS, _ROUTER_NOTE.format(folder="hunyuan"),
-            "### Settings\nMode `router` with the training settings (tile 6x9x8, window 3x3x3, bucket "
+            "### Settings\nMode `auto` uses the router with its training settings (tile 6x9x8, window 3x3x3, bucket "
             "2x3x2). Text tokens stay global. `dense_blocks` counts the 20 double blocks first (0-19), then the "
             "single blocks (20-59).", _PREVIEW, _SPEED])),
     Workflow(
@@ -268,13 +263,13 @@ WORKFLOWS: List[Workflow] = [
                        f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"),
         clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
         latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81), shift=8.0, steps=30, cfg=6.0,
-        apply={"mode": "schedule", "start_percent": 0.1},
+        apply={"start_percent": 0.1},
         note="\n\n".join([
             "## VORTA on Wan2.1 T2V 1.3B\nNo router was released for this model: the training-free schedule.",
             "### Files\n" + _files(ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models", ""), UMT5,
                                    WAN21_VAE),
             _DOWNLOADS,
-            "### Settings\nMode `schedule`: full attention for the "
+            "### Settings\nMode `auto` runs the schedule because no router is connected: full attention for the "
             "first 10 % of the steps (`start_percent`), coreset attention until `switch_percent` (50 %), sliding "
             "tile after. The geometry is the preset for the detected model (wan2.1-1.3b-480p, tile 4x6x8). Compare "
             "with mode `full` to judge quality.", _PREVIEW])),
@@ -286,16 +281,17 @@ WORKFLOWS: List[Workflow] = [
         clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,),
         vae=ModelFile("wan2.2_vae.safetensors", "vae", f"{WAN22}/vae/wan2.2_vae.safetensors"),
         latent_node="Wan22ImageToVideoLatent", size=(1280, 704, 121), shift=8.0, steps=20, cfg=5.0, fps=24,
-        apply={"mode": "schedule", "preset": "wan2.2-5b-720p", "start_percent": 0.1, "switch_percent": 0.4},
+        apply={"start_percent": 0.1}, settings={"preset": "wan2.2-5b-720p", "switch_percent": 0.4},
         note="\n\n".join([
             "## VORTA on Wan2.2 TI2V 5B\nText to video with the 5B model; no router was released for it, so the "
             "training-free schedule runs.",
             "### Files\n" + _files(ModelFile("wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models", ""), UMT5,
                                    ModelFile("wan2.2_vae.safetensors", "vae", "")),
             _DOWNLOADS,
-            "### Settings\nMode `schedule`: full attention for the first 10 % of the steps, coreset "
-            "until 40 %, sliding tile after, with preset wan2.2-5b-720p (tile 4x6x8 on the 31x22x40 token "
-            "grid). For image to video, connect a start image to the latent node.",
+            "### Settings\nMode `auto` runs the schedule: full attention for the first 10 % of the steps, coreset "
+            "until 40 %, sliding tile after. **VORTA Settings** picks the geometry (preset wan2.2-5b-720p: tile "
+            "4x6x8 on the 31x22x40 token grid) and the coreset-to-sliding switch; without it Apply VORTA uses the "
+            "preset for the detected model. For image to video, connect a start image to the latent node.",
             _PREVIEW])),
 ]
 
@@ -305,7 +301,7 @@ def thumbnail(w: Workflow) -> bytes:
     """A template card: model, mode, and the branch colours of the routing heat map (JPEG)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from comfyui_vorta.vorta.comfy.preview import COLORS
+    from comfyui_vorta.vorta.comfy.heatmap import COLORS
 
     img = Image.new("RGB", THUMB_SIZE, (24, 26, 31))
     draw = ImageDraw.Draw(img)

@@ -14,7 +14,7 @@ import torch
 from .config import BRANCHES, PRESETS, VortaConfig
 from .geometry import TokenGrid
 from .reference import full_attention
-from .router import branch_shares, make_random_routers, official_layer_names, router_input
+from .router import OFFICIAL_TAU_SPARSE, branch_shares, make_random_routers, official_layer_names, router_input
 from .routing import AttentionProblem, attention_flops, head_groups, routed_attention
 
 
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     # A learned-router stand-in: random routers on a mid-schedule timestep, through the real routing rule.
     routers = make_random_routers("wan", official_layer_names("wan", 1), dim=256, heads=args.heads, seed=args.seed)
     mlp = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.SiLU(), torch.nn.Linear(256, 256))
-    decisions = routers.decide(router_input("wan", mlp, torch.tensor([500.0])), config.tau_sparse)[0]
+    decisions = routers.decide(router_input("wan", mlp, torch.tensor([500.0])), OFFICIAL_TAU_SPARSE)[0]
     groups = head_groups(decisions)
     out = routed_attention(q, k, v, args.heads, groups, problem)
     fl = attention_flops(problem, args.batch, [g_.numel() for g_ in groups])

@@ -46,11 +46,10 @@ def _post(url, data):
 
 def api_prompt():
     """UNETLoader -> Apply VORTA (router) -> KSampler (CFG 3) -> SaveLatent, plus the routing preview."""
-    apply_inputs = {"model": ["1", 0], "router": ["2", 0], "mode": "router", "preset": "custom",
-                    "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
-                    "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3,
-                    "start_percent": 0.0, "end_percent": 1.0, "switch_percent": 0.5, "dense_blocks": "",
-                    "backend": "auto"}
+    apply_inputs = {"model": ["1", 0], "router": ["2", 0], "settings": ["12", 0], "mode": "auto",
+                    "start_percent": 0.0, "end_percent": 1.0, "dense_blocks": "", "backend": "auto"}
+    geometry = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
+                "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3, "switch_percent": 0.5}
     return {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_wan_t2v.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "VortaRouterLoader", "inputs": {"router_name": "tiny_wan.safetensors"}},
@@ -65,6 +64,7 @@ def api_prompt():
         "9": {"class_type": "BasicScheduler", "inputs": {"model": ["3", 0], "scheduler": "simple", "steps": 3, "denoise": 1.0}},
         "10": {"class_type": "VortaRoutingPreview", "inputs": {"model": ["3", 0], "sigmas": ["9", 0], "latent": ["6", 0]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        "12": {"class_type": "VortaSettings", "inputs": geometry},
     }
 
 
@@ -116,7 +116,8 @@ def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_pa
         assert entry is not None, f"prompt did not finish:\n{text[-4000:]}"
         assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{text[-4000:]}"
         assert list((base / "output" / "latents").glob("vorta*.latent"))
-        assert "VORTA (wan, mode=router" in text and "attention FLOPs saved" in text, text[-4000:]
+        assert "VORTA (wan, mode=auto->router preset=custom" in text and "attention FLOPs saved" in text, text[-4000:]
+        assert "custom: tile 1x2x2 window 3x3x3 bucket 1x2x2 ratio 0.5" in text, text[-4000:]
         assert "11" in entry["outputs"]  # the routing heat map was rendered
         templates = _get(f"{url}/api/workflow_templates")
         shipped = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))

@@ -422,10 +422,15 @@ class Bench:
         inputs = dict(mode=mode, **self.node_inputs)
         if not self.args.no_node:
             from ...nodes.apply import VortaApply
+            from ..comfy.setting_specs import APPLY
 
+            apply_names = {s.name for s in APPLY}
+            settings = {k: v for k, v in inputs.items() if k not in apply_names}
             defaults = {i.id: i.default for i in VortaApply.define_schema().inputs
                         if getattr(i, "default", None) is not None}
-            return VortaApply.execute(model=self.instrumented, router=bundle, **{**defaults, **inputs}).result[0]
+            own = {k: v for k, v in inputs.items() if k in apply_names}
+            return VortaApply.execute(model=self.instrumented, router=bundle, settings=settings,
+                                      **{**defaults, **own}).result[0]
         from ..comfy.options import build_settings
         from ..comfy.install import apply_vorta
 
@@ -573,7 +578,7 @@ class Bench:
         print(f"  profile of one `{name}` step:\n{table}", flush=True)
 
     def run(self) -> None:
-        from ..comfy.preview_node import preview_table
+        from ..comfy.preview import preview_table
 
         self.setup()
         a = self.adapter

@@ -125,7 +125,9 @@ class VortaPatch:
         try:
             return executor(*args, **kwargs)
         finally:
-            self.last_summary = self.stats.summary(f"VORTA ({self.adapter.family}, {describe(self.settings)})")
+            geometry = self.plan.geometry_text()
+            prefix = f"VORTA ({self.adapter.family}, {describe(self.settings)}{'; ' + geometry if geometry else ''})"
+            self.last_summary = self.stats.summary(prefix)
             log.info(self.last_summary)
             self.plan.reset()
             self._local.state = None
@@ -194,7 +196,9 @@ class _Fatal(Exception):
 
 
 def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None):
-    """Clone ``model`` (a ComfyUI ModelPatcher) and install VORTA on the clone; the input is untouched."""
+    """Clone ``model`` (a ComfyUI ModelPatcher) and install VORTA on the clone; the input is untouched.
+    Mode 'auto' becomes 'router' when ``bundle`` is given, else 'schedule'."""
+    settings = settings.resolved(has_router=bundle is not None)
     dm = model.get_model_object("diffusion_model")
     adapter = detect(dm)
     if settings.mode == "router":
