@@ -190,8 +190,8 @@ def compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> Optional[str]:
 def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_len: int = 80) -> Tuple[str, str]:
     """(verdict, detail): verdict 'ok', 'refused' (unsupported head dim, clear error), 'mismatch', 'nonfinite',
     'brute', 'error' or 'no-kernel' (the forced launch config did not fit: the reference ran)."""
-    from comfyui_vorta.kernels import sliding_launch
-    from comfyui_vorta.kernels.launch import TRITON_BRANCHES
+    from comfyui_vorta.vorta.kernels import sliding_launch
+    from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
     tol = (kernel_tol or TOL)[case.dtype]
     if case.sta_config is None:

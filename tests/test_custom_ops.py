@@ -4,7 +4,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from comfyui_vorta.kernels.launch import coreset_op, sliding_tile_op  # noqa: E402
+from comfyui_vorta.vorta.kernels.launch import coreset_op, sliding_tile_op  # noqa: E402
 from comfyui_vorta.vorta.geometry import TokenGrid  # noqa: E402
 from comfyui_vorta.vorta.reference import coreset_attention, sliding_tile_attention  # noqa: E402
 

@@ -6,7 +6,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from comfyui_vorta.kernels.launch import triton_coreset, triton_sliding  # noqa: E402
+from comfyui_vorta.vorta.kernels.launch import triton_coreset, triton_sliding  # noqa: E402
 from comfyui_vorta.vorta import reference  # noqa: E402
 from comfyui_vorta.vorta.config import VortaConfig  # noqa: E402
 from comfyui_vorta.vorta.geometry import TokenGrid  # noqa: E402
@@ -121,7 +121,7 @@ class _Fails:
 @pytest.mark.parametrize("fail", [{32}, {32, 16}], ids=["smaller-config", "reference"])
 def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     """No shared memory for a config: the next smaller one runs; for none, the reference runs, with one warning."""
-    from comfyui_vorta.kernels import sliding_launch as launch
+    from comfyui_vorta.vorta.kernels import sliding_launch as launch
 
     monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
     configs = [launch.LaunchConfig(32, 32, 4, 1, False), launch.LaunchConfig(16, 16, 4, 1, False)]

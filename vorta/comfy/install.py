@@ -23,6 +23,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..kernels import select_branches, triton_unavailable_reason
 from ..router_files import check_fits
 from ..routing import Branches
 from .adapters import CallLayout, detect, resolve
@@ -171,8 +172,6 @@ class VortaPatch:
         key = str(device)
         b = self._branches.get(key)
         if b is None:
-            from ...kernels import select_branches
-
             try:
                 b = select_branches(self.settings.backend, device)
             except RuntimeError as e:
@@ -213,8 +212,6 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
             raise ValueError(f"dense blocks {bad} do not exist: this {adapter.family} model has {adapter.num_layers} "
                              f"routed layers (0..{adapter.num_layers - 1})")
     if settings.backend == "triton":
-        from ...kernels import triton_unavailable_reason
-
         reason = triton_unavailable_reason()
         if reason is not None:
             raise RuntimeError(f"kernel backend 'triton' is unavailable: {reason}. Use 'auto' or 'torch'.")
