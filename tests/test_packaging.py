@@ -18,6 +18,8 @@ def test_requirements_never_list_torch_or_triton():
 
 def test_pyproject_registry_metadata():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert data["project"]["name"] == "comfyui-vorta"  # `vorta` on PyPI is another project
+    assert "comfy node install comfyui-vorta" in (ROOT / "README.md").read_text()
     comfy = data["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"]
     assert comfy["requires-comfyui"].startswith(">=0.3.")
