@@ -133,3 +133,19 @@ def test_every_engine_kernel_and_adapter_module_imports_first_in_a_fresh_package
         "sys.exit(1 if failed else 0)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+
+
+def test_importing_the_adapter_loads_neither_dynamo_nor_triton():
+    """What ComfyUI's start-up imports of the pack (everything the nodes import) stays light: torch._dynamo (seconds)
+    and triton load only when a model is patched or a kernel runs.  The timing against real ComfyUI is in
+    tests/integration/test_startup.py."""
+    code = ("import sys, torch\n"
+            "before = set(sys.modules)\n"
+            "import comfyui_vorta\n"
+            "from comfyui_vorta.vorta.comfy import folders, install, loading, options, preview, setting_specs\n"
+            "new = set(sys.modules) - before\n"
+            "heavy = sorted(m for m in new if m.startswith(('torch._dynamo', 'triton', 'torch._inductor')))\n"
+            "print(heavy[:5])\n"
+            "sys.exit(1 if heavy else 0)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]

@@ -20,10 +20,13 @@ def test_router_module_layout_and_branch_order():
 
 
 def test_decisions_use_batch_element_zero_and_tau_fallback():
-    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.34, 0.33, 0.33]], [[0.9, 0.05, 0.05], [0.0, 0.0, 1.0]]])
-    assert hard_decisions(probs, 0.3).tolist() == [CORESET, FULL]
-    assert hard_decisions(probs, 0.45).tolist() == [CORESET, FULL]
-    assert hard_decisions(probs, 0.6).tolist() == [FULL, FULL]  # 0.5 < 0.6 falls back to full
+    """Batch element 0 decides (element 1 would say full / sliding); below tau a head falls back to full, which
+    differs from its arg-max (coreset 0.5, sliding 0.4), so the fallback is seen, not the arg-max."""
+    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], [[0.9, 0.05, 0.05], [0.0, 0.0, 1.0]]])
+    assert hard_decisions(probs, 0.3).tolist() == [CORESET, SLIDING]
+    assert hard_decisions(probs, 0.45).tolist() == [CORESET, FULL]  # 0.4 < 0.45: the sliding head falls back
+    assert hard_decisions(probs, 0.6).tolist() == [FULL, FULL]  # 0.5 < 0.6 falls back too
+    assert hard_decisions(probs, 0.4).tolist() == [CORESET, SLIDING]  # at tau itself: no fallback
 
 
 def test_router_set_equals_per_layer_modules_in_bf16():

@@ -48,6 +48,11 @@ class VortaPatch:
         self._local = threading.local()  # the model call in flight on this thread (MultiGPU runs threads)
         self._branches: Dict[str, Branches] = {}
         self._router = CallRouter(adapter, self.stats, self._base_branches)
+        # Wrapped here, not with decorators: torch.compiler.disable imports torch._dynamo (seconds), which would
+        # then run at ComfyUI start-up when the nodes are imported.  ``attention`` is looked up per call, so a
+        # test or a later patch can wrap it.
+        self.call_state = torch.compiler.disable(self._call_state)
+        self.attention = ours(torch.compiler.disable(self._attention))
 
     @property
     def settings(self) -> Settings:
@@ -156,9 +161,9 @@ class VortaPatch:
         finally:
             self._local.state = previous
 
-    @torch.compiler.disable
-    def call_state(self, dm, args, kwargs, opts) -> CallState:
-        """Layout, problem and decisions of one model call (``_forward``'s arguments)."""
+    def _call_state(self, dm, args, kwargs, opts) -> CallState:
+        """Layout, problem and decisions of one model call (``_forward``'s arguments); run as ``call_state``,
+        outside torch.compile."""
         x, t = args[0], args[1]
         t_scalar = float(t.reshape(t.shape[0], -1)[0].max()) if t.ndim else float(t)
         sigmas = opts.get("sigmas")
@@ -180,14 +185,10 @@ class VortaPatch:
         return b
 
     # ----------------------------------------------------------------------------------- the override
-    @torch.compiler.disable
-    def attention(self, func, *args, **kwargs):
-        """The override.  Runs eagerly under torch.compile (one graph break per attention call): routing
-        decisions change from step to step, and tracing them would recompile the model every step."""
+    def _attention(self, func, *args, **kwargs):
+        """The override, run as ``attention``: eagerly under torch.compile (one graph break per attention call), since
+        routing decisions change from step to step and tracing them would recompile the model every step."""
         return self._router(func, *args, **kwargs)
-
-
-ours(VortaPatch.attention)
 
 
 class _Fatal(Exception):
