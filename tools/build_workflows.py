@@ -107,7 +107,7 @@ class Graph:
 class Workflow:
     """What differs between the example workflows."""
 
-    name: str  # file name and template title
+    name: str  # file name and template title (short: the template card truncates after ~30 characters)
     model: str  # short model name for the thumbnail
     mode_line: str  # thumbnail subtitle
     unet: ModelFile
@@ -220,7 +220,7 @@ _SPEED = "Attention backends you already use (SageAttention, ...) keep serving t
 
 WORKFLOWS: List[Workflow] = [
     Workflow(
-        name="Wan2.1 T2V 14B - VORTA learned router", model="Wan2.1 T2V 14B", mode_line="learned router, 720p",
+        name="VORTA Wan2.1 14B router", model="Wan2.1 T2V 14B", mode_line="learned router, 720p",
         unet=ModelFile("wan2.1_t2v_14B_bf16.safetensors", "diffusion_models",
                        f"{WAN21}/diffusion_models/wan2.1_t2v_14B_bf16.safetensors"),
         clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
@@ -234,7 +234,7 @@ WORKFLOWS: List[Workflow] = [
             "### Settings\nMode `auto` uses the router because one is connected, with the tile, window and bucket "
             "it was trained with (5x9x8, 3x3x3, 2x3x2).", _PREVIEW, _SPEED])),
     Workflow(
-        name="HunyuanVideo T2V - VORTA learned router", model="HunyuanVideo T2V", mode_line="learned router, 720p",
+        name="VORTA HunyuanVideo router", model="HunyuanVideo T2V", mode_line="learned router, 720p",
         unet=ModelFile("hunyuan_video_t2v_720p_bf16.safetensors", "diffusion_models",
                        f"{HUNYUAN}/diffusion_models/hunyuan_video_t2v_720p_bf16.safetensors"),
         clip_node="DualCLIPLoader",
@@ -257,7 +257,7 @@ WORKFLOWS: List[Workflow] = [
             "2x3x2). Text tokens stay global. `dense_blocks` counts the 20 double blocks first (0-19), then the "
             "single blocks (20-59).", _PREVIEW, _SPEED])),
     Workflow(
-        name="Wan2.1 T2V 1.3B - VORTA training-free schedule", model="Wan2.1 T2V 1.3B",
+        name="VORTA Wan2.1 1.3B schedule", model="Wan2.1 T2V 1.3B",
         mode_line="training-free schedule, 480p",
         unet=ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models",
                        f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"),
@@ -274,7 +274,7 @@ WORKFLOWS: List[Workflow] = [
             "tile after. The geometry is the preset for the detected model (wan2.1-1.3b-480p, tile 4x6x8). Compare "
             "with mode `full` to judge quality.", _PREVIEW])),
     Workflow(
-        name="Wan2.2 TI2V 5B - VORTA training-free schedule", model="Wan2.2 TI2V 5B",
+        name="VORTA Wan2.2 5B schedule", model="Wan2.2 TI2V 5B",
         mode_line="training-free schedule, 720p",
         unet=ModelFile("wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models",
                        f"{WAN22}/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors"),

@@ -7,35 +7,17 @@ not available offline.  Everything else -- loader, detection, sampler, wrappers 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-
-import pytest
 
 from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names
 from comfyui_vorta.vorta.router_files import save_safetensors
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
+from .server import ROOT, base_folder, comfyui_server, get_json as _get
 
 
 def _post(url, data):
@@ -70,36 +52,13 @@ def api_prompt():
 
 def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_path):
     comfy, stubs = pathlib.Path(comfy_paths[0]), comfy_paths[1]
-    base = tmp_path / "base"
-    (base / "custom_nodes").mkdir(parents=True)
+    base = base_folder(tmp_path)
     (base / "models" / "diffusion_models").mkdir(parents=True)
-    (base / "models" / "vorta").mkdir(parents=True)
-    os.symlink(ROOT, base / "custom_nodes" / "ComfyUI-VORTA")
-    os.symlink(HERE / "fixture_nodes" / "vorta_test_fixtures", base / "custom_nodes" / "vorta_test_fixtures")
     shutil.copy(harness.checkpoint("wan_t2v"), base / "models" / "diffusion_models" / "tiny_wan_t2v.safetensors")
     r = make_random_routers("wan", official_layer_names("wan", 2), 256, 2, seed=3)
     save_safetensors(r, str(base / "models" / "vorta" / "tiny_wan.safetensors"), VortaConfig(tile=(1, 2, 2)), model="tiny")
-
-    env = dict(os.environ)
-    if stubs and (pathlib.Path(stubs) / "torchvision").is_dir():
-        env["PYTHONPATH"] = stubs + os.pathsep + env.get("PYTHONPATH", "")
-    port = _free_port()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-           str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        info = None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                info = _get(f"{url}/object_info/VortaApply", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.3)
-        assert info and "VortaApply" in info, f"server did not come up:\n{log_path.read_text()[-4000:]}"
+    with comfyui_server(comfy, base, stubs, log_path) as url:
         loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]
         assert "tiny_wan.safetensors" in loader["input"]["required"]["router_name"][1]["options"]
 
@@ -127,9 +86,3 @@ def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_pa
                 quoted = urllib.parse.quote(f"{name}.{ext}")
                 with urllib.request.urlopen(f"{url}/api/workflow_templates/ComfyUI-VORTA/{quoted}", timeout=5) as r:
                     assert r.status == 200 and r.read(), (name, ext)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
