@@ -93,15 +93,6 @@ class RouterSet:
         return hard_decisions(self.probabilities(temb), tau_sparse)
 
 
-def routing_table(routers: RouterSet, time_mlp: nn.Module, timesteps: Sequence[float],
-                  tau_sparse: float = OFFICIAL_TAU_SPARSE) -> torch.Tensor:
-    """(steps, layers, heads) decisions for a whole schedule of ComfyUI timesteps (sigma*1000); routing depends
-    only on t.  The input is built for ``routers.family`` exactly as at sampling time (``router_input``)."""
-    t = torch.as_tensor(list(timesteps), dtype=torch.float32, device=routers.weight.device)
-    rows = [routers.decide(router_input(routers.family, time_mlp, ti.reshape(1)), tau_sparse) for ti in t]
-    return torch.stack(rows) if rows else torch.empty(0, routers.num_layers, routers.heads, dtype=torch.long)
-
-
 def branch_shares(decisions: torch.Tensor) -> List[float]:
     """Share of heads per branch (full, coreset, sliding) in a decision tensor of any shape."""
     counts = torch.bincount(decisions.reshape(-1).cpu(), minlength=NUM_BRANCHES).double()
