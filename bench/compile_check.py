@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     from torch._dynamo.utils import counters
 
-    from comfyui_vorta.vorta.bench.e2e import MODELS, build_model, conditioning
+    from e2e import MODELS, build_model, conditioning
     from comfyui_vorta.vorta.comfy.install import apply_vorta, find_patch
     from comfyui_vorta.vorta.comfy.options import build_settings
     from comfyui_vorta.vorta.comfy.plan import RouterBundle

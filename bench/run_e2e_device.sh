@@ -35,4 +35,4 @@ if ! python3 -c "import av" 2>/dev/null; then
 fi
 export PYTHONPATH=/tmp/pkg:/tmp/site:/tmp/stubs${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 COMFYUI_PATH=$PWD/.comfyui
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader || true
-python3 -m comfyui_vorta.vorta.bench.e2e --model "$models" --time-limit "$limit" --md "$OUT/e2e.md" "$@" 2>&1 | tee "$OUT/e2e.log"
+python3 bench/e2e.py --model "$models" --time-limit "$limit" --md "$OUT/e2e.md" "$@" 2>&1 | tee "$OUT/e2e.log"

@@ -4,8 +4,9 @@ from comfy_api.latest import ComfyExtension
 from .apply import VortaApply
 from .preview import VortaRoutingPreview
 from .router_loader import VortaRouterLoader
+from .settings import VortaSettings
 
-NODES = [VortaRouterLoader, VortaApply, VortaRoutingPreview]
+NODES = [VortaRouterLoader, VortaSettings, VortaApply, VortaRoutingPreview]
 
 
 class VortaExtension(ComfyExtension):

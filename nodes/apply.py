@@ -1,9 +1,11 @@
-"""Apply VORTA: MODEL (+ ROUTER) -> MODEL with routed sparse self-attention."""
+"""Apply VORTA: MODEL (+ ROUTER, + VORTA Settings) -> MODEL with routed sparse self-attention."""
 from comfy_api.latest import io
 
 from ..vorta.comfy.install import apply_vorta
-from .options import settings_from_inputs, settings_inputs
-from .types import CATEGORY, Router
+from ..vorta.comfy.options import build_settings
+from ..vorta.comfy.setting_specs import APPLY
+from .options import spec_inputs
+from .types import CATEGORY, GeometrySettings, Router
 
 
 class VortaApply(io.ComfyNode):
@@ -19,13 +21,16 @@ class VortaApply(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A Wan 2.x or HunyuanVideo model (from Load Diffusion Model, LoRA, etc.)."),
                 Router.Input("router", optional=True,
-                             tooltip="Learned routers from VORTA Router Loader; needed for mode 'router'."),
-                *settings_inputs(),
+                             tooltip="Learned routers from VORTA Router Loader; with one connected, mode 'auto' routes "
+                                     "with it."),
+                GeometrySettings.Input("settings", optional=True,
+                                       tooltip="Optional VORTA Settings: preset or custom tile/window/bucket/ratio, "
+                                               "tau_sparse, switch_percent. Without it: preset auto."),
+                *spec_inputs(APPLY),
             ],
             outputs=[io.Model.Output(tooltip="The model with VORTA attention; connect it to the sampler.")],
         )
 
     @classmethod
-    def execute(cls, model, router=None, **inputs) -> io.NodeOutput:
-        settings = settings_from_inputs(**inputs)
-        return io.NodeOutput(apply_vorta(model, settings, router))
+    def execute(cls, model, router=None, settings=None, **inputs) -> io.NodeOutput:
+        return io.NodeOutput(apply_vorta(model, build_settings(**inputs, **(settings or {})), router))

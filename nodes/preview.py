@@ -1,7 +1,7 @@
 """VORTA Routing Preview: the whole (step x layer x head) routing table for a SIGMAS schedule, before sampling."""
 from comfy_api.latest import io
 
-from ..vorta.comfy.preview_node import preview_outputs, preview_table
+from ..vorta.comfy.preview import preview_outputs, preview_table
 from .types import CATEGORY, Router
 
 

@@ -203,8 +203,8 @@ def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_le
     'brute', 'oob' (a write past a buffer), 'error', 'no-kernel' (the forced launch config did not fit: the
     reference ran) or 'near-tie' (a coreset head differs where two similarities at the keep boundary are within
     1e-5 but not equal: fp32 rounding decides, not the tie rule)."""
-    from comfyui_vorta.kernels import sliding_launch
-    from comfyui_vorta.kernels.launch import TRITON_BRANCHES
+    from comfyui_vorta.vorta.kernels import sliding_launch
+    from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
     tol = (kernel_tol or TOL)[case.dtype]
     if case.sta_config is None:

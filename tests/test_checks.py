@@ -24,7 +24,7 @@ def problem(**kw):
 def branches():
     out = [pytest.param(REFERENCE_BRANCHES, id="torch")]
     try:
-        from comfyui_vorta.kernels.launch import TRITON_BRANCHES
+        from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
         out.append(pytest.param(TRITON_BRANCHES, id="triton"))
     except ImportError:  # pragma: no cover
@@ -70,7 +70,7 @@ def test_routed_attention_refuses(impl, what, change, message):
 
 def test_unsupported_head_dim_is_refused_by_the_kernels_only():
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import TRITON_BRANCHES
+    from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
     q, k, v = qkv(dim=80)
     p = problem()
@@ -127,7 +127,7 @@ BAD_OPS = [
 @pytest.mark.parametrize("op_name", ["sliding", "coreset"])
 def test_custom_ops_refuse(op_name, what, change, message):
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import coreset_op, sliding_tile_op
+    from comfyui_vorta.vorta.kernels.launch import coreset_op, sliding_tile_op
 
     change = {key: (val.to(DEV) if isinstance(val, torch.Tensor) and key != "text_valid" else val)
               for key, val in change.items()}

@@ -1,6 +1,7 @@
 """The convert command: a user mistake gives exit code 2 and one line on stderr naming the file and what to do;
 only genuine bugs show a traceback."""
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -141,9 +142,18 @@ def test_a_bug_still_shows_its_traceback(tmp_path, router_pt, monkeypatch):
         C.main([str(router_pt), str(tmp_path / "o.safetensors")])
 
 
-def test_as_a_subprocess(tmp_path):
-    cmd = [sys.executable, "-m", "comfyui_vorta.vorta.convert", str(tmp_path / "nope.pt"), str(tmp_path / "o.safetensors")]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=120)
+def test_convert_router_script_runs_from_any_install(tmp_path, router_pt):
+    """`python custom_nodes/ComfyUI-VORTA/convert_router.py` from the ComfyUI folder, with nothing installed and
+    nothing on PYTHONPATH (Manager, comfy-cli and git installs): converts, and reports a mistake in one line."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "convert_router.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = tmp_path / "models" / "w.safetensors"
+    out.parent.mkdir()
+    done = subprocess.run([sys.executable, str(script), str(router_pt), str(out)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "3 layers x 4 heads" in done.stdout, done.stderr[-2000:]
+    cmd = [sys.executable, str(script), str(tmp_path / "nope.pt"), str(tmp_path / "o.safetensors")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.pt'}: file not found; check the path "
                                                 "(router files go in ComfyUI/models/vorta)"]

@@ -2,8 +2,8 @@ import einops
 import pytest
 import torch
 
-from comfyui_vorta.vorta.geometry import (BucketLayout, TileLayout, TokenGrid, center_offset, grid_from_latent,
-                                          kept_margins, key_tile_table, sliding_density, visible_key_tiles)
+from comfyui_vorta.vorta.geometry import (BucketLayout, TileLayout, TokenGrid, grid_from_latent, key_tile_table,
+                                          sliding_density, visible_key_tiles)
 
 from brute_force import sliding_mask
 
@@ -23,10 +23,17 @@ def test_wan14b_worked_facts():
     assert abs(sliding_density(grid, (5, 9, 8), (3, 3, 3)) - 0.135) < 1e-9
 
 
+def _one_bucket(bucket, ratio):
+    return BucketLayout(TokenGrid(*bucket), bucket, ratio)
+
+
 def test_bucket_worked_facts():
-    assert kept_margins(12, 0.5) == 5  # center + 5 = 6 of 12 kept
-    assert center_offset((2, 3, 2)) == 9
-    assert kept_margins(8, 0.5) == 3 and kept_margins(12, 0.25) == 8 and kept_margins(4, 0.75) == 0
+    """The rules the reference and the kernels use (BucketLayout's own tables), on worked examples."""
+    assert int(_one_bucket((2, 3, 2), 0.5).keep_count()[0]) == 5  # center + 5 = 6 of 12 kept
+    assert int(_one_bucket((2, 3, 2), 0.5).center_slot()[0]) == 9
+    assert int(_one_bucket((2, 2, 2), 0.5).keep_count()[0]) == 3
+    assert int(_one_bucket((2, 3, 2), 0.25).keep_count()[0]) == 8
+    assert int(_one_bucket((1, 2, 2), 0.75).keep_count()[0]) == 0
     layout = BucketLayout(TokenGrid(20, 45, 80), (2, 3, 2), 0.5)
     assert layout.num_buckets == 6000 and layout.pooled_length == 36000
     assert bool((layout.center_slot() == 9).all()) and bool((layout.keep_count() == 5).all())

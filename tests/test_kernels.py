@@ -6,7 +6,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from comfyui_vorta.kernels.launch import triton_coreset, triton_sliding  # noqa: E402
+from comfyui_vorta.vorta.kernels.launch import triton_coreset, triton_sliding  # noqa: E402
 from comfyui_vorta.vorta import reference  # noqa: E402
 from comfyui_vorta.vorta.config import VortaConfig  # noqa: E402
 from comfyui_vorta.vorta.geometry import TokenGrid  # noqa: E402
@@ -33,22 +33,26 @@ def rel(a, b):
 CASES = [
     # grid, tile, window, heads(total), routed heads, text (T, valid), layout, batch
     ((4, 6, 8), (2, 3, 4), (3, 3, 3), 3, [0, 2], (0, None), "wan", 2),
-    ((5, 7, 9), (2, 3, 2), (3, 3, 3), 4, [1, 2, 3], (0, None), "wan", 1),     # ragged
-    ((6, 5, 10), (2, 2, 2), (3, 1, 3), 2, [1], (0, None), "wan", 2),          # larger tile grid than window
+    # ragged along every axis (2 x 2 x 3 tiles, partial last ones); a window row of 36 keys: a whole 32-key block
+    # plus a tail in every launch config below
+    ((3, 4, 5), (2, 3, 2), (3, 3, 3), 4, [1, 2, 3], (0, None), "wan", 1),
+    ((8, 4, 8), (2, 2, 2), (3, 1, 3), 2, [1], (0, None), "wan", 2),           # larger tile grid than window
     ((3, 5, 6), (2, 3, 4), (3, 3, 3), 3, [0, 1, 2], (5, None), "hunyuan", 2),  # text, all valid
     ((4, 4, 6), (2, 2, 3), (3, 3, 3), 2, [1], (6, [6, 2]), "hunyuan", 2),     # padded text
 ]
+SEEDS = [101, 102, 103, 104, 105]  # one fixed seed per case (never hash(): str hashes change per process)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case_seed", list(zip(CASES, SEEDS)), ids=[f"case{i}" for i in range(len(CASES))])
 @pytest.mark.parametrize("branch", ["sliding", "coreset"])
-def test_kernel_matches_reference(branch, case, dtype):
+def test_kernel_matches_reference(branch, case_seed, dtype):
+    case, seed = case_seed
     grid, tile, window, H, routed, (T, valid), layout, B = case
     g = TokenGrid(*grid)
     D = 32
     S = g.numel + T
-    q, k, v = make(B, H, S, D, dtype, layout, seed=sum(grid) * 7 + len(branch))  # fixed (str hashes vary per process)
+    q, k, v = make(B, H, S, D, dtype, layout, seed=seed + (1000 if branch == "coreset" else 0))
     tv = None if valid is None else torch.tensor(valid)
     p = AttentionProblem(g, VortaConfig(tile=tile, window=window, bucket=(2, 3, 2)),
                          kv_from="key" if layout == "hunyuan" else "query", text_len=T, text_valid=tv)
@@ -74,7 +78,7 @@ STA_CONFIGS = ["32,32,4,1,1", "32,32,4,1,0", "32,32,4,1,1,16", "32,32,4,1,0,16,0
     ["128,64,8,3,1", "64,64,4,3,1", "128,64,8,3,0", "128,128,8,3,1,64", "128,128,8,3,1,16,1", "64,128,4,3,1,32"]
     if CUDA else [])
 # tile of 48 tokens: a 32-row block plus a 16-row block (row split); ragged along F, H and W; padded text
-ROW_SPLIT_CASE = ((5, 7, 17), (2, 3, 8), (3, 3, 3), 3, [0, 2], (5, [5, 3]), "hunyuan", 2)
+ROW_SPLIT_CASE = ((3, 4, 17), (2, 3, 8), (3, 3, 3), 3, [0, 2], (5, [5, 3]), "hunyuan", 2)
 
 
 @pytest.mark.parametrize("config", STA_CONFIGS)
@@ -121,7 +125,7 @@ class _Fails:
 @pytest.mark.parametrize("fail", [{32}, {32, 16}], ids=["smaller-config", "reference"])
 def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     """No shared memory for a config: the next smaller one runs; for none, the reference runs, with one warning."""
-    from comfyui_vorta.kernels import sliding_launch as launch
+    from comfyui_vorta.vorta.kernels import sliding_launch as launch
 
     monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
     configs = [launch.LaunchConfig(32, 32, 4, 1, False), launch.LaunchConfig(16, 16, 4, 1, False)]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from comfyui_vorta.vorta.comfy import preview, settings as S
+from comfyui_vorta.vorta.comfy import heatmap, settings as S
 from comfyui_vorta.vorta.comfy.options import build_settings
 from comfyui_vorta.vorta.comfy.override import text_valid_from_mask
 from comfyui_vorta.vorta.comfy.stats import RunStats
@@ -24,26 +24,40 @@ def test_parse_dense_blocks():
 
 def test_build_settings_presets_and_custom():
     s = build_settings(preset="custom", tile_t=4, tile_h=6, tile_w=8, window_t=1, bucket_t=1, ratio=0.25, tau_sparse=0.4)
-    assert s.config == VortaConfig(tile=(4, 6, 8), window=(1, 3, 3), bucket=(1, 3, 2), ratio=0.25, tau_sparse=0.4)
+    assert s.config == VortaConfig(tile=(4, 6, 8), window=(1, 3, 3), bucket=(1, 3, 2), ratio=0.25)
+    assert s.tau_sparse == 0.4  # routing, not geometry: one copy, on Settings
     assert build_settings(preset="auto").config is None
     assert build_settings(preset="hunyuan-720p").config.tile == PRESETS["hunyuan-720p"].config.tile
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="preset: 'nope' is not one of auto, custom"):
         build_settings(preset="nope")
-    with pytest.raises(ValueError, match="unknown routing mode"):
+    with pytest.raises(ValueError, match="mode: 'fast' is not one of auto, router"):
         build_settings(mode="fast")
     with pytest.raises(ValueError, match="before start_percent"):
         build_settings(start_percent=0.6, end_percent=0.4)
+    with pytest.raises(ValueError, match=r"tile_t must be in \[1, 64\]"):
+        build_settings(tile_t=0)
+    with pytest.raises(ValueError, match="unknown VORTA setting tile"):
+        build_settings(tile=(1, 2, 2))
 
 
-def test_resolve_config_order():
+def test_mode_auto_is_the_router_when_connected_else_the_schedule():
+    s = build_settings()
+    assert s.mode == "auto"
+    assert s.resolved(has_router=True).mode == "router" and s.resolved(has_router=False).mode == "schedule"
+    assert "mode=auto->router" in S.describe(s.resolved(True))
+    assert build_settings(mode="full").resolved(has_router=True).mode == "full"  # explicit modes stay
+
+
+def test_resolve_config_order_and_source():
     grid = S.TokenGrid(21, 30, 52)
     trained = VortaConfig(tile=(6, 9, 8))
-    assert S.resolve_config(build_settings(), "wan", grid, 5120, trained).tile == (6, 9, 8)
-    assert S.resolve_config(build_settings(mode="schedule"), "wan", grid, 1536, trained).tile == \
-        PRESETS["wan2.1-1.3b-480p"].config.tile
-    custom = build_settings(preset="custom", tile_t=2, tau_sparse=0.5)
-    cfg = S.resolve_config(custom, "wan", grid, 1536, trained)
-    assert cfg.tile[0] == 2 and cfg.tau_sparse == 0.5
+    router = build_settings().resolved(True)
+    assert S.resolve_config(router, "wan", grid, 5120, trained) == (trained, "router training settings")
+    g = S.resolve_config(build_settings(mode="schedule"), "wan", grid, 1536, trained)
+    assert g == (PRESETS["wan2.1-1.3b-480p"].config, "preset wan2.1-1.3b-480p")
+    assert S.describe_geometry(g) == "preset wan2.1-1.3b-480p: tile 4x6x8 window 3x3x3 bucket 2x3x2 ratio 0.5"
+    custom = S.resolve_config(build_settings(preset="custom", tile_t=2), "wan", grid, 1536, trained)
+    assert custom.config.tile[0] == 2 and custom.source == "custom"
 
 
 def flow(p):  # ModelSamplingDiscreteFlow.percent_to_sigma with shift 1
@@ -76,20 +90,44 @@ def test_router_decisions_pass_through_with_dense_blocks():
     assert (forced == CORESET).all()
 
 
-def test_preview_render_and_summary():
+def _px(img, y, x):
+    return tuple((img[0, y, x] * 255).round().int().tolist())
+
+
+def test_heat_map_small_table_one_column_per_head():
     table = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [0, 2]], [[2, 2], [2, 2]]])
-    img = preview.render_table(table, [(0, "double"), (1, "single")])
+    img = heatmap.render_table(table, [(0, "double"), (1, "single")])
     assert img.ndim == 4 and img.shape[0] == 1 and img.shape[-1] == 3 and img.dtype == torch.float32
     assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
-    # cell colours: first step, first layer, first head is full (grey); second head coreset (blue)
-    cw = max(1, min(16, 512 // 4))
-    px = (img[0, 0, 1] * 255).round().int().tolist()
-    assert px == list(preview.COLORS[0])
-    assert (img[0, 0, 1 + cw] * 255).round().int().tolist() == list(preview.COLORS[1])
-    text = preview.table_summary(table, 0.42, "hdr")
+    lay = heatmap.layout(3, 2, 2, groups=True)
+    assert lay.per_head and lay.layer_px // 2 >= heatmap.MIN_HEAD_PX
+    y, x = lay.top + lay.row_px // 2, lay.left
+    assert _px(img, y, x) == heatmap.COLORS[0] and _px(img, y, x + lay.layer_px // 2) == heatmap.COLORS[1]
+    assert _px(img, y + lay.row_px, x + lay.layer_px + 1) == heatmap.COLORS[0]  # step 2, layer 1, head 0
+    text = heatmap.table_summary(table, 0.42, "hdr")
     assert text.splitlines()[0] == "hdr" and "sliding 58.3%" in text and "42.0% saved" in text and "step 2:" in text
-    big = preview.render_table(torch.randint(0, 3, (50, 60, 24)))
-    assert big.shape[2] <= 1600 + 1
+
+
+def test_heat_map_of_a_real_model_aggregates_heads_per_layer_and_labels_its_axes():
+    """Wan-14B: 40 layers x 40 heads would be 1,600 one-pixel columns; each layer becomes one column split into its
+    branch shares, the image stays about 1,000 px wide, and the ticks and legend are drawn in large text."""
+    table = torch.full((50, 40, 40), 2)
+    table[:, 3, :10] = 0  # layer 3: a quarter full, the rest sliding
+    table[0] = 1
+    img = heatmap.render_table(table)
+    lay = heatmap.layout(50, 40, 40)
+    assert not lay.per_head and lay.layer_px >= 2 * 3 and img.shape[2] <= 1024
+    y = lay.top + lay.row_px + lay.row_px // 2  # step 2
+    x3 = lay.left + 3 * (lay.layer_px + 1)
+    assert _px(img, y, x3) == heatmap.COLORS[0] and _px(img, y, x3 + lay.layer_px - 1) == heatmap.COLORS[2]
+    assert _px(img, lay.top, x3 + lay.layer_px - 1) == heatmap.COLORS[1]  # step 1: all coreset
+    grid_bottom = lay.top + 50 * lay.row_px
+    below = img[0, grid_bottom:] * 255
+    light = ((below - torch.tensor(heatmap.TEXT)).abs().sum(-1) < 30).sum()
+    assert light > 500, "legend text missing"
+    assert lay.font_px >= 20  # ~10 px or more at the node's usual half-size display
+    assert heatmap._ticks(50, lay.row_px, lay.font_px + 4)[::len(heatmap._ticks(50, lay.row_px, 26)) - 1] == [0, 49]
+    assert heatmap._ticks(40, lay.layer_px + 1, 2.2 * lay.font_px)[:2] == [0, 5]
 
 
 def test_run_stats_summary_logs_each_fallback_once(caplog):

@@ -63,7 +63,7 @@ def test_reference_tie_rule_matches_brute_force(dtype):
 @pytest.mark.parametrize("kv_from", ["query", "key"])
 def test_kernel_tie_rule_matches_reference(dtype, kv_from):
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import coreset_op
+    from comfyui_vorta.vorta.kernels.launch import coreset_op
 
     g = TokenGrid(2, 6, 4)  # 4 buckets, each with the tied pattern (shifted per bucket)
     x = torch.cat([torch.roll(tied_bucket(dtype, seed=s), s, 2) for s in range(4)], 2)  # (1, 1, 48, 16) bucket-major
@@ -107,7 +107,7 @@ def test_coreset_kernel_nan_similarities_write_every_pooled_row_once(dtype):
     """NaN centers make every margin's similarity NaN: the ranks must still be distinct (before the fix they
     all were 0, pooled rows collided and never-written rows went into attention)."""
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import coreset_op
+    from comfyui_vorta.vorta.kernels.launch import coreset_op
 
     g = TokenGrid(3, 4, 5)
     layout = BucketLayout(g, (2, 3, 2), 0.5)
@@ -141,7 +141,7 @@ def test_sliding_nonfinite_stays_where_the_reference_puts_it(config, bad, monkey
     must never enter a sum.  Poisoned tokens sit at the start of a head's rows, at a batch element's first
     and last video token and in padded text."""
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import sliding_tile_op
+    from comfyui_vorta.vorta.kernels.launch import sliding_tile_op
 
     monkeypatch.setenv("VORTA_STA_CONFIG", config)
     g, tile, window = TokenGrid(2, 5, 7), (1, 2, 3), (1, 3, 1)

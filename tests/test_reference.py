@@ -91,9 +91,25 @@ def test_wan_and_hunyuan_selection_differ():
     assert not torch.allclose(a, b)
 
 
-def test_sliding_reference_realistic_size_without_quadratic_memory():
-    """The Wan-14B tiling on a realistic-width grid, a single head; memory stays bounded by chunking."""
-    g = TokenGrid(10, 45, 80)
+def test_sliding_reference_scores_in_bounded_chunks(monkeypatch):
+    """The Wan-14B tiling on a 720p-wide grid: the reference never scores more than its chunk bound at once (an
+    L x L score matrix would be 117M values here), and the chunk size does not change the result."""
+    from comfyui_vorta.vorta import reference
+
+    g = TokenGrid(3, 45, 80)
     q, k, v = rand(1, 1, g.numel, 64, torch.float32, seed=1)
-    out = sliding_tile_attention(q, k, v, g, (5, 9, 8), (3, 3, 3))
-    assert torch.isfinite(out).all()
+    scored = []
+    real = reference.sdpa
+
+    def counting_sdpa(q_, k_, v_, mask=None):
+        scored.append(q_.shape[:-1].numel() * k_.shape[-2])
+        return real(q_, k_, v_, mask)
+
+    monkeypatch.setattr(reference, "sdpa", counting_sdpa)
+    outs = []
+    for bound in (1 << 21, 1 << 24):
+        monkeypatch.setattr(reference, "_CHUNK_ELEMENTS", bound)
+        scored.clear()
+        outs.append(sliding_tile_attention(q, k, v, g, (5, 9, 8), (3, 3, 3)))
+        assert len(scored) > 1 and max(scored) <= bound, (bound, max(scored))
+    assert torch.isfinite(outs[0]).all() and torch.equal(outs[0], outs[1])

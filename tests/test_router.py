@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from comfyui_vorta.vorta.config import CORESET, FULL, SLIDING
-from comfyui_vorta.vorta.router import (Router, hard_decisions, make_random_routers, official_layer_names, router_input,
-                                        routing_table)
+from comfyui_vorta.vorta.router import Router, hard_decisions, make_random_routers, official_layer_names, router_input
 
 
 def test_router_module_layout_and_branch_order():
@@ -20,10 +19,13 @@ def test_router_module_layout_and_branch_order():
 
 
 def test_decisions_use_batch_element_zero_and_tau_fallback():
-    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.34, 0.33, 0.33]], [[0.9, 0.05, 0.05], [0.0, 0.0, 1.0]]])
-    assert hard_decisions(probs, 0.3).tolist() == [CORESET, FULL]
-    assert hard_decisions(probs, 0.45).tolist() == [CORESET, FULL]
-    assert hard_decisions(probs, 0.6).tolist() == [FULL, FULL]  # 0.5 < 0.6 falls back to full
+    """Batch element 0 decides (element 1 would say full / sliding); below tau a head falls back to full, which
+    differs from its arg-max (coreset 0.5, sliding 0.4), so the fallback is seen, not the arg-max."""
+    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], [[0.9, 0.05, 0.05], [0.0, 0.0, 1.0]]])
+    assert hard_decisions(probs, 0.3).tolist() == [CORESET, SLIDING]
+    assert hard_decisions(probs, 0.45).tolist() == [CORESET, FULL]  # 0.4 < 0.45: the sliding head falls back
+    assert hard_decisions(probs, 0.6).tolist() == [FULL, FULL]  # 0.5 < 0.6 falls back too
+    assert hard_decisions(probs, 0.4).tolist() == [CORESET, SLIDING]  # at tau itself: no fallback
 
 
 def test_router_set_equals_per_layer_modules_in_bf16():
@@ -36,10 +38,11 @@ def test_router_set_equals_per_layer_modules_in_bf16():
     assert rs.decide(temb).shape == (5, 4)
 
 
-def test_routing_table_depends_only_on_timestep():
+def test_routing_depends_only_on_timestep():
+    """One timestep, one (layers, heads) decision table: batch element 0 decides, whatever the batch holds."""
     rs = make_random_routers("wan", official_layer_names("wan", 3), dim=32, heads=6, seed=2, dtype=torch.float32)
     mlp = torch.nn.Sequential(torch.nn.Linear(256, 32), torch.nn.SiLU(), torch.nn.Linear(32, 32))
-    table = routing_table(rs, mlp, [999.0, 500.0, 10.0])
-    assert table.shape == (3, 3, 6)
-    again = rs.decide(router_input("wan", mlp, torch.tensor([500.0, 500.0])))
-    assert torch.equal(table[1], again)
+    alone = rs.decide(router_input("wan", mlp, torch.tensor([500.0])))
+    assert alone.shape == (3, 6)
+    assert torch.equal(alone, rs.decide(router_input("wan", mlp, torch.tensor([500.0, 999.0]))))
+    assert not torch.equal(alone, rs.decide(router_input("wan", mlp, torch.tensor([10.0]))))

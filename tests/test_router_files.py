@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from comfyui_vorta.vorta.comfy import folders
 from comfyui_vorta.vorta.comfy.loading import load_bundle
-from comfyui_vorta.vorta.config import VortaConfig
+from comfyui_vorta.vorta.config import PRESETS, VortaConfig
 from comfyui_vorta.vorta.convert import main as convert_main
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names, router_input
 from comfyui_vorta.vorta.router_files import (ROUTER_EXTENSIONS, RouterFileError, check_fits,
@@ -186,7 +186,7 @@ def folder(tmp):
 
 AGAIN = "download or convert it again"
 OFFICIAL = r"use the official router\.pt \(Hugging Face Wenhao-Sun/VORTA"
-CONVERT = r"convert the official router\.pt again with `python -m comfyui_vorta\.vorta\.convert`"
+CONVERT = r"use the official router\.pt as it is, or convert it again with `convert_router\.py` in the pack's folder"
 CONFIG = r"fix it, or remove it to use the official settings"
 NAN = r"NaN/inf values \(those heads would silently run full attention\)"
 
@@ -270,7 +270,7 @@ BAD_FILES = [
     ("metadata value not a string", header('{"__metadata__": {"layers": 3}}'),
      "not a readable safetensors file .*invalid type: integer", AGAIN),
     ("plain safetensors (no metadata)", lambda tmp: _plain_safetensors(tmp), "not a VORTA router file",
-     "convert an official router.pt"),
+     "use the official router.pt as it is, or convert it with `convert_router.py`"),
     ("newer format version", ours({"format_version": "2"}), "format version '2'", "update ComfyUI-VORTA"),
     ("metadata without layers", ours({"layers": None}), "metadata lacks layers", CONVERT),
     ("metadata family unknown", ours({"family": "flux"}), "metadata family 'flux' is not one of wan, hunyuan",
@@ -349,3 +349,17 @@ def test_official_layout_config_json_with_bom_and_top_level_fields(tmp_path):
     assert convert_main([str(load), str(out), "--config", str(flat)]) == 0
     assert load_safetensors(str(out))[1].window == (3, 3, 5)
 
+
+
+def test_official_router_pt_dropped_into_models_vorta_works_with_or_without_its_config(tmp_path):
+    """All a user does is drop router.pt (any name) into models/vorta, with or without the config.json beside it;
+    a config.json further up (ComfyUI's own folders) is never read."""
+    comfy = tmp_path / "ComfyUI"
+    vorta = comfy / "models" / "vorta"
+    vorta.mkdir(parents=True)
+    (comfy / "models" / "config.json").write_text("{not json")  # unrelated files above the router folder
+    (comfy / "config.json").write_text("[]")
+    _write_official(vorta / "vorta_wan2.1_t2v_14b_router.pt")
+    assert load_bundle(str(vorta / "vorta_wan2.1_t2v_14b_router.pt")).trained_with == PRESETS["wan2.1-14b-720p"].config
+    (vorta / "config.json").write_text(json.dumps(OFFICIAL_CONFIG))
+    assert load_bundle(str(vorta / "vorta_wan2.1_t2v_14b_router.pt")).trained_with.tile == (4, 8, 8)

@@ -32,7 +32,7 @@ def to_text_first(x: torch.Tensor, L: int) -> torch.Tensor:
 def backends():
     out = [pytest.param(REFERENCE_BRANCHES, id="torch")]
     try:
-        from comfyui_vorta.kernels.launch import TRITON_BRANCHES
+        from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
         out.append(pytest.param(TRITON_BRANCHES, id="triton"))
     except ImportError:  # pragma: no cover - no triton

@@ -16,14 +16,13 @@ class VortaConfig:
     """Everything the sparse branches need besides the tensors.
 
     tile: tokens per sliding tile (F, H, W); window: sliding window in tiles; bucket: coreset bucket in
-    tokens; ratio: share of each bucket pruned (0.5 keeps center + 5 of 12); tau_sparse: a head whose top
-    router probability is below this falls back to full attention (0.3 never fires, see spec §8.3)."""
+    tokens; ratio: share of each bucket pruned (0.5 keeps center + 5 of 12).  The defaults are the official
+    Wan2.1-14B training geometry.  How heads are routed (``tau_sparse``) is not geometry: see ``vorta.router``."""
 
     tile: Triple = (5, 9, 8)
     window: Triple = (3, 3, 3)
     bucket: Triple = (2, 3, 2)
     ratio: float = 0.5
-    tau_sparse: float = 0.3
 
     def __post_init__(self):
         object.__setattr__(self, "tile", as_triple(self.tile, "tile"))
@@ -31,8 +30,6 @@ class VortaConfig:
         object.__setattr__(self, "bucket", as_triple(self.bucket, "bucket"))
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"coreset ratio must be in [0, 1), got {self.ratio}")
-        if not 0.0 <= self.tau_sparse <= 1.0:
-            raise ValueError(f"tau_sparse must be in [0, 1], got {self.tau_sparse}")
 
     def with_(self, **changes) -> "VortaConfig":
         return replace(self, **changes)

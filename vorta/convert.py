@@ -1,9 +1,11 @@
-"""Convert an official VORTA ``router.pt`` to our ``.safetensors`` format.
+"""Convert an official VORTA ``router.pt`` to our ``.safetensors`` format (optional: the loader reads router.pt as it is).
 
-    python -m comfyui_vorta.vorta.convert results/wan-14B/train/ckpt/step-000100/router.pt wan14b.safetensors
+    python custom_nodes/ComfyUI-VORTA/convert_router.py wan-14B/train/ckpt/step-000100/router.pt \
+        models/vorta/wan2.1-t2v-14b.safetensors
 
-The training settings come from ``config.json`` next to the official ``train/`` folder when it is found
-(or ``--config``), otherwise from the official settings for the detected family.
+(``convert_router.py`` in the pack's folder runs this from any install.)  The training settings come from the
+``config.json`` that belongs to the router (``training_config_beside``) or ``--config``, otherwise from the official
+settings for the detected family.
 """
 from __future__ import annotations
 
@@ -13,21 +15,10 @@ import sys
 from typing import Optional, Sequence
 
 from .router_files import (RouterFileError, default_training_config, is_safetensors, load_official_checkpoint,
-                           read_training_config, save_safetensors)
+                           read_training_config, save_safetensors, training_config_beside)
 
 _MODEL_NAMES = {("wan", 40, 40, 5120): "wan2.1-t2v-14b", ("wan", 30, 12, 1536): "wan2.1-t2v-1.3b",
                 ("hunyuan", 60, 24, 3072): "hunyuanvideo-t2v"}
-
-
-def _find_config(router_path: str) -> Optional[str]:
-    """The official layout is <exp>/train/config.json with <exp>/train/ckpt/step-N/router.pt."""
-    d = os.path.dirname(os.path.abspath(router_path))
-    for _ in range(3):
-        cand = os.path.join(d, "config.json")
-        if os.path.isfile(cand):
-            return cand
-        d = os.path.dirname(d)
-    return None
 
 
 def _check_paths(src: str, dst: str) -> None:
@@ -51,7 +42,7 @@ def convert(src: str, dst: str, config_path: Optional[str] = None, model: Option
 
     _check_paths(src, dst)
     routers = load_official_checkpoint(src)
-    config_path = config_path or _find_config(src)
+    config_path = config_path or training_config_beside(src)
     if config_path:
         config, origin = read_training_config(config_path), os.path.basename(config_path)
     else:
@@ -71,7 +62,7 @@ def convert(src: str, dst: str, config_path: Optional[str] = None, model: Option
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command: exit 0 on success, 2 with one line on stderr for a user mistake; tracebacks only for bugs."""
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.convert", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="convert_router.py", description=__doc__.splitlines()[0])
     ap.add_argument("router_pt", help="official router.pt")
     ap.add_argument("output", help="output .safetensors (put it in ComfyUI/models/vorta)")
     ap.add_argument("--config", help="official config.json with self_attention_kwargs (auto-detected)")

@@ -17,6 +17,7 @@ When every axis divides, ``ceil == floor`` and all rules are exactly the officia
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Tuple
@@ -24,6 +25,16 @@ from typing import Tuple
 import torch
 
 Triple = Tuple[int, int, int]
+
+
+def blocks_per_axis(grid: "TokenGrid", size: Triple) -> Triple:
+    """How many blocks (tiles or buckets) of ``size`` cover ``grid`` per axis, the last one partial."""
+    return tuple(_ceil_div(n, b) for n, b in zip(grid.shape, size))  # type: ignore
+
+
+def divides(grid: "TokenGrid", size: Triple) -> bool:
+    """Blocks of ``size`` tile ``grid`` exactly (the official code's only case)."""
+    return all(n % b == 0 for n, b in zip(grid.shape, size))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -90,20 +101,19 @@ class TileLayout:
 
     @property
     def tile_grid(self) -> Triple:
-        return tuple(_ceil_div(n, t) for n, t in zip(self.grid.shape, self.tile))  # type: ignore
+        return blocks_per_axis(self.grid, self.tile)
 
     @property
     def num_tiles(self) -> int:
-        a, b, c = self.tile_grid
-        return a * b * c
+        return math.prod(self.tile_grid)
 
     @property
     def tile_tokens(self) -> int:
-        return self.tile[0] * self.tile[1] * self.tile[2]
+        return math.prod(self.tile)
 
     @property
     def divisible(self) -> bool:
-        return all(n % t == 0 for n, t in zip(self.grid.shape, self.tile))
+        return divides(self.grid, self.tile)
 
     def token_tile(self) -> torch.Tensor:
         """(L,) tile index (raster over the tile grid) of each raster-order token."""
@@ -188,17 +198,6 @@ def sliding_density(grid: TokenGrid, tile: Triple, window: Triple) -> float:
 # Coreset buckets
 
 
-def kept_margins(bucket_size: int, ratio: float) -> int:
-    """Margins kept per bucket: ``int(|bucket|*(1-r)) - 1`` (official), clamped to [0, |bucket|-1]."""
-    return max(0, min(bucket_size - 1, int(bucket_size * (1 - ratio)) - 1))
-
-
-def center_offset(extent: Triple) -> int:
-    """Local raster index of a bucket's center: coords (e//2) per axis; 9 for (2,3,2)."""
-    ef, eh, ew = extent
-    return ((ef // 2) * eh + eh // 2) * ew + ew // 2
-
-
 @dataclass(frozen=True)
 class BucketLayout:
     """Bucket partition of ``grid`` (raster over the bucket grid; raster order inside each bucket)."""
@@ -209,20 +208,19 @@ class BucketLayout:
 
     @property
     def bucket_grid(self) -> Triple:
-        return tuple(_ceil_div(n, b) for n, b in zip(self.grid.shape, self.bucket))  # type: ignore
+        return blocks_per_axis(self.grid, self.bucket)
 
     @property
     def num_buckets(self) -> int:
-        a, b, c = self.bucket_grid
-        return a * b * c
+        return math.prod(self.bucket_grid)
 
     @property
     def bucket_tokens(self) -> int:
-        return self.bucket[0] * self.bucket[1] * self.bucket[2]
+        return math.prod(self.bucket)
 
     @property
     def divisible(self) -> bool:
-        return all(n % b == 0 for n, b in zip(self.grid.shape, self.bucket))
+        return divides(self.grid, self.bucket)
 
     def members(self) -> torch.Tensor:
         """(G, |bucket|) raster token index of each bucket slot in local raster order, -1 where a partial
@@ -246,7 +244,8 @@ class BucketLayout:
         return ((e[:, 0] // 2) * bh + e[:, 1] // 2) * bw + e[:, 2] // 2
 
     def keep_count(self) -> torch.Tensor:
-        """(G,) margins kept per bucket (partial buckets use their own size)."""
+        """(G,) margins kept per bucket: ``int(|bucket|*(1-r)) - 1`` (official), clamped to [0, |bucket|-1];
+        partial buckets use their own size."""
         sizes = self.extents().prod(1)
         k = (sizes.double() * (1 - self.ratio)).floor().long() - 1
         return torch.minimum(torch.clamp(k, min=0), sizes - 1)

@@ -32,6 +32,9 @@ class Router(nn.Module):
         return self.linear(x).unflatten(-1, (self.heads, NUM_BRANCHES)).softmax(dim=-1)
 
 
+OFFICIAL_TAU_SPARSE = 0.3  # the official inference default; never fires (the top of three probabilities is >= 1/3)
+
+
 def hard_decisions(probs: torch.Tensor, tau_sparse: float) -> torch.Tensor:
     """(..., H) branch per head from (..., B, H, 3) probabilities: top-1 of batch element 0; heads whose top
     probability is below ``tau_sparse`` fall back to full attention (official inference rule)."""
@@ -85,18 +88,9 @@ class RouterSet:
         logits = torch.stack([F.linear(x, w, b) for w, b in zip(self.weight, self.bias)])
         return logits.unflatten(-1, (self.heads, NUM_BRANCHES)).softmax(dim=-1)
 
-    def decide(self, temb: torch.Tensor, tau_sparse: float = 0.3) -> torch.Tensor:
+    def decide(self, temb: torch.Tensor, tau_sparse: float = OFFICIAL_TAU_SPARSE) -> torch.Tensor:
         """(layers, heads) int64 branch per head for the current step (batch element 0 decides)."""
         return hard_decisions(self.probabilities(temb), tau_sparse)
-
-
-def routing_table(routers: RouterSet, time_mlp: nn.Module, timesteps: Sequence[float],
-                  tau_sparse: float = 0.3) -> torch.Tensor:
-    """(steps, layers, heads) decisions for a whole schedule of ComfyUI timesteps (sigma*1000); routing depends
-    only on t.  The input is built for ``routers.family`` exactly as at sampling time (``router_input``)."""
-    t = torch.as_tensor(list(timesteps), dtype=torch.float32, device=routers.weight.device)
-    rows = [routers.decide(router_input(routers.family, time_mlp, ti.reshape(1)), tau_sparse) for ti in t]
-    return torch.stack(rows) if rows else torch.empty(0, routers.num_layers, routers.heads, dtype=torch.long)
 
 
 def branch_shares(decisions: torch.Tensor) -> List[float]:

@@ -31,7 +31,8 @@ _KEY = re.compile(r"^(blocks|transformer_blocks|single_transformer_blocks)\.(\d+
 _AGAIN = "download or convert it again"
 _OFFICIAL = ("use the official router.pt (Hugging Face Wenhao-Sun/VORTA, <model>/train/ckpt/step-000100/router.pt) "
              "or a .safetensors converted from it")
-_CONVERT = "convert the official router.pt again with `python -m comfyui_vorta.vorta.convert`"
+_CONVERT = ("use the official router.pt as it is, or convert it again with `convert_router.py` in the pack's folder "
+            "(`python custom_nodes/ComfyUI-VORTA/convert_router.py router.pt out.safetensors`)")
 _CONFIG_HINT = ("this file is read for the router's tile/window/bucket settings; fix it, "
                 "or remove it to use the official settings for the router's model")
 
@@ -194,6 +195,18 @@ def load_official_checkpoint(path: str) -> RouterSet:
     return routers_from_state_dict(state, source=path, metadata={"source": os.path.basename(path)})
 
 
+def training_config_beside(router_path: str) -> Optional[str]:
+    """The official ``config.json`` that belongs to a ``router.pt``: in the same folder, or, in the official layout
+    ``<train>/ckpt/step-N/router.pt``, in ``<train>/``.  Never searched further up, so a router file dropped into
+    ``models/vorta`` cannot pick up an unrelated config.json from ComfyUI's folders."""
+    folder = os.path.dirname(os.path.abspath(router_path))
+    candidates = [folder]
+    ckpt = os.path.dirname(folder)
+    if os.path.basename(folder).startswith("step-") and os.path.basename(ckpt) == "ckpt":
+        candidates.append(os.path.dirname(ckpt))
+    return next((c for c in (os.path.join(d, "config.json") for d in candidates) if os.path.isfile(c)), None)
+
+
 def read_training_config(path: str) -> VortaConfig:
     """The sparse settings from an official ``config.json`` (``self_attention_kwargs``)."""
     try:
@@ -239,7 +252,8 @@ def _check_metadata(meta: Dict[str, str], path: str) -> None:
     """Our metadata header before the tensors are read: format, version, and well-formed shape fields."""
     if meta.get("format") != FORMAT_NAME:
         raise RouterFileError(f"{path}: not a VORTA router file (metadata format={meta.get('format')!r}); "
-                              "convert an official router.pt with `python -m comfyui_vorta.vorta.convert`")
+                              "use the official router.pt as it is, or convert it with `convert_router.py` in the "
+                              "pack's folder")
     version = meta.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         raise RouterFileError(f"{path}: router file format version {version!r}, this ComfyUI-VORTA reads version "
@@ -285,12 +299,15 @@ def load_safetensors(path: str) -> Tuple[RouterSet, VortaConfig]:
 
 
 def load_router_file(path: str) -> Tuple[RouterSet, VortaConfig]:
-    """Load either format by extension (any case); the official .pt gets the official training settings."""
+    """Load either format by extension (any case).  An official .pt gets the training settings of the config.json
+    that belongs to it (``training_config_beside``), else the official settings for its model family, so the file
+    works as it is downloaded, under any name, with or without its config.json."""
     if is_safetensors(path):
         return load_safetensors(path)
     if is_checkpoint(path):
         routers = load_official_checkpoint(path)
-        config, _ = default_training_config(routers)
+        config_json = training_config_beside(path)
+        config = read_training_config(config_json) if config_json else default_training_config(routers)[0]
         return routers, config
     raise RouterFileError(f"{path}: unknown router file type; expected {', '.join(ROUTER_EXTENSIONS)} "
                           "(our .safetensors or the official router.pt)")

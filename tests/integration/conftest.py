@@ -193,8 +193,8 @@ def comfy_paths(comfy):
 @pytest.fixture(scope="session")
 def vorta_comfy(comfy):
     """Our pack's ComfyUI adapter (install, plan, override), imported as the installed package ``comfyui_vorta``."""
-    from comfyui_vorta.vorta.comfy import install, override, plan, preview_node
+    from comfyui_vorta.vorta.comfy import install, override, plan, preview
 
     return types.SimpleNamespace(apply_vorta=install.apply_vorta, find_patch=install.find_patch,
                                  RouterBundle=plan.RouterBundle, TAG=override.TAG, STATE=override.STATE,
-                                 preview_table=preview_node.preview_table)
+                                 preview_table=preview.preview_table)

@@ -62,7 +62,7 @@ def check_against_reference(calls, model, bundle, family, latent_shape, text_len
         text_valid = None
         if c["mask"] is not None:
             text_valid = (c["mask"].reshape(-1)[grid.numel:] > -1).sum().reshape(1)
-        problem = AttentionProblem(grid, TINY.with_(tau_sparse=0.3), kv_from=kv_from, text_len=text_len,
+        problem = AttentionProblem(grid, TINY, kv_from=kv_from, text_len=text_len,
                                    text_valid=text_valid)
         exp = routed_attention(c["q"], c["k"], c["v"], c["heads"], dec, problem, layout=c["layout"],
                                branches=REFERENCE_BRANCHES)

@@ -17,7 +17,7 @@ def test_e2e_bench_tiny(tmp_path):
     env = {**os.environ, "COMFYUI_PATH": comfyui_path(), "PYTHONUNBUFFERED": "1"}
     if stub_dir():
         env["VORTA_COMFYUI_STUBS"] = stub_dir()
-    r = subprocess.run([sys.executable, "-m", "comfyui_vorta.vorta.bench", "e2e", "--tiny", "--model", "wan,wan5b,hunyuan",
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "e2e.py"), "--tiny", "--model", "wan,wan5b,hunyuan",
                         "--repeats", "1", "--md", str(md)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -21,7 +21,7 @@ def pack(comfy):
 
 
 def test_node_schemas_have_prefixed_ids_and_tooltips(pack):
-    assert set(pack) == {"VortaRouterLoader", "VortaApply", "VortaRoutingPreview"}
+    assert set(pack) == {"VortaRouterLoader", "VortaSettings", "VortaApply", "VortaRoutingPreview"}
     for node in pack.values():
         schema = node.define_schema()
         assert schema.category.startswith("vorta")
@@ -81,9 +81,11 @@ def test_apply_and_preview_nodes(pack, harness):
     image, text = pack["VortaRoutingPreview"].execute(model=patched, sigmas=sigmas,
                                                       latent={"samples": torch.zeros(1, 16, 3, 8, 10)}).result
     assert image.shape[0] == 1 and image.shape[-1] == 3 and "attention FLOPs" in text and "step 4:" in text
+    assert "mode=auto->router preset=auto" in text  # what auto resolved to
+    assert "router training settings: tile 1x2x2 window 3x3x3 bucket 1x2x2 ratio 0.5" in text
 
     # the preview shows exactly the decisions sampling uses
-    from comfyui_vorta.vorta.comfy.preview_node import preview_table
+    from comfyui_vorta.vorta.comfy.preview import preview_table
 
     table, _ = preview_table(patched, sigmas)
     assert (table[:, 1] == 0).all()  # dense block 1
@@ -99,6 +101,15 @@ def test_apply_and_preview_nodes(pack, harness):
     holder.attention = spy
     harness.sample(patched, (1, 16, 3, 8, 10), harness.wan_cond(1), harness.wan_cond(2), steps=5)
     assert [torch.equal(used[round(float(s), 5)], table[i]) for i, s in enumerate(sigmas[:-1])] == [True] * 5
+    # VORTA Settings plugs into Apply VORTA; without a router, auto runs the schedule
+    geometry = pack["VortaSettings"]
+    g_defaults = {i.id: i.default for i in geometry.define_schema().inputs}
+    chosen = geometry.execute(**{**g_defaults, "preset": "wan2.1-1.3b-480p", "switch_percent": 0.3}).result[0]
+    scheduled = apply.execute(model=m, settings=chosen, **defaults).result[0]
+    s = find_patch(scheduled).settings
+    assert s.mode == "schedule" and s.auto_mode and s.preset == "wan2.1-1.3b-480p" and s.switch_percent == 0.3
+    with pytest.raises(ValueError, match="ratio"):
+        geometry.execute(**{**g_defaults, "ratio": 2.0})
     # a plain model + ROUTER works too
     table2, _ = preview_table(m, sigmas, bundle=bundle)
     assert table2.shape == (5, 2, 2)

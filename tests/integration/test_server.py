@@ -7,34 +7,17 @@ not available offline.  Everything else -- loader, detection, sampler, wrappers 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
 import time
+import urllib.parse
 import urllib.request
-
-import pytest
 
 from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names
 from comfyui_vorta.vorta.router_files import save_safetensors
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
+from .server import ROOT, base_folder, comfyui_server, get_json as _get
 
 
 def _post(url, data):
@@ -45,11 +28,10 @@ def _post(url, data):
 
 def api_prompt():
     """UNETLoader -> Apply VORTA (router) -> KSampler (CFG 3) -> SaveLatent, plus the routing preview."""
-    apply_inputs = {"model": ["1", 0], "router": ["2", 0], "mode": "router", "preset": "custom",
-                    "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
-                    "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3,
-                    "start_percent": 0.0, "end_percent": 1.0, "switch_percent": 0.5, "dense_blocks": "",
-                    "backend": "auto"}
+    apply_inputs = {"model": ["1", 0], "router": ["2", 0], "settings": ["12", 0], "mode": "auto",
+                    "start_percent": 0.0, "end_percent": 1.0, "dense_blocks": "", "backend": "auto"}
+    geometry = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
+                "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3, "switch_percent": 0.5}
     return {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_wan_t2v.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "VortaRouterLoader", "inputs": {"router_name": "tiny_wan.safetensors"}},
@@ -64,41 +46,19 @@ def api_prompt():
         "9": {"class_type": "BasicScheduler", "inputs": {"model": ["3", 0], "scheduler": "simple", "steps": 3, "denoise": 1.0}},
         "10": {"class_type": "VortaRoutingPreview", "inputs": {"model": ["3", 0], "sigmas": ["9", 0], "latent": ["6", 0]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        "12": {"class_type": "VortaSettings", "inputs": geometry},
     }
 
 
 def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_path):
     comfy, stubs = pathlib.Path(comfy_paths[0]), comfy_paths[1]
-    base = tmp_path / "base"
-    (base / "custom_nodes").mkdir(parents=True)
+    base = base_folder(tmp_path)
     (base / "models" / "diffusion_models").mkdir(parents=True)
-    (base / "models" / "vorta").mkdir(parents=True)
-    os.symlink(ROOT, base / "custom_nodes" / "ComfyUI-VORTA")
-    os.symlink(HERE / "fixture_nodes" / "vorta_test_fixtures", base / "custom_nodes" / "vorta_test_fixtures")
     shutil.copy(harness.checkpoint("wan_t2v"), base / "models" / "diffusion_models" / "tiny_wan_t2v.safetensors")
     r = make_random_routers("wan", official_layer_names("wan", 2), 256, 2, seed=3)
     save_safetensors(r, str(base / "models" / "vorta" / "tiny_wan.safetensors"), VortaConfig(tile=(1, 2, 2)), model="tiny")
-
-    env = dict(os.environ)
-    if stubs and (pathlib.Path(stubs) / "torchvision").is_dir():
-        env["PYTHONPATH"] = stubs + os.pathsep + env.get("PYTHONPATH", "")
-    port = _free_port()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-           str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        info = None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                info = _get(f"{url}/object_info/VortaApply", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.3)
-        assert info and "VortaApply" in info, f"server did not come up:\n{log_path.read_text()[-4000:]}"
+    with comfyui_server(comfy, base, stubs, log_path) as url:
         loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]
         assert "tiny_wan.safetensors" in loader["input"]["required"]["router_name"][1]["options"]
 
@@ -115,13 +75,14 @@ def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_pa
         assert entry is not None, f"prompt did not finish:\n{text[-4000:]}"
         assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{text[-4000:]}"
         assert list((base / "output" / "latents").glob("vorta*.latent"))
-        assert "VORTA (wan, mode=router" in text and "attention FLOPs saved" in text, text[-4000:]
+        assert "VORTA (wan, mode=auto->router preset=custom" in text and "attention FLOPs saved" in text, text[-4000:]
+        assert "custom: tile 1x2x2 window 3x3x3 bucket 1x2x2 ratio 0.5" in text, text[-4000:]
         assert "11" in entry["outputs"]  # the routing heat map was rendered
         templates = _get(f"{url}/api/workflow_templates")
-        assert "ComfyUI-VORTA" in templates and templates["ComfyUI-VORTA"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
+        shipped = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+        assert sorted(templates["ComfyUI-VORTA"]) == shipped  # each workflow listed once
+        for name in shipped:  # the template browser fetches <name>.json and the card's <name>.jpg
+            for ext in ("json", "jpg"):
+                quoted = urllib.parse.quote(f"{name}.{ext}")
+                with urllib.request.urlopen(f"{url}/api/workflow_templates/ComfyUI-VORTA/{quoted}", timeout=5) as r:
+                    assert r.status == 200 and r.read(), (name, ext)

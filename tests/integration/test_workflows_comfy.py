@@ -27,6 +27,8 @@ FILE_LISTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "example_workflows").glob("*.json")), ids=lambda p: p.stem)
 def test_workflow_nodes_and_widgets_exist_in_comfyui(registry, path):
+    import folder_paths
+
     wf = json.loads(path.read_text())
     for n in wf["nodes"]:
         if n["type"] in FRONTEND_ONLY:
@@ -42,6 +44,8 @@ def test_workflow_nodes_and_widgets_exist_in_comfyui(registry, path):
                     opts = value[1] if len(value) > 1 else {}
                     if name == "seed" or opts.get("control_after_generate"):
                         widgets.append(("control_after_generate", (["fixed", "increment", "decrement", "randomize"],)))
+        for m in n.get("properties", {}).get("models", []):  # download entries name a folder ComfyUI knows
+            assert m["directory"] in folder_paths.folder_names_and_paths, (path.name, m)
         values = n["widgets_values"]
         assert len(values) == len(widgets), (path.name, n["type"], [w[0] for w in widgets], values)
         for (name, spec_), v in zip(widgets, values):

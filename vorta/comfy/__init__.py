@@ -4,8 +4,10 @@
 * ``adapters``  -- Wan / HunyuanVideo: what to tag, time MLP, where the tokens of a model call are
 * ``plan``      -- ``RoutingPlan``: decisions at a sigma, the problem for a token layout (public API)
 * ``override``  -- the attention override and the chain it hands calls to
-* ``settings``  -- what Apply VORTA chose, dense-block lists, percent window, training-free schedule (pure)
+* ``setting_specs`` -- the one declaration of every node setting (name, default, range, tooltip)
+* ``options``   -- node input values -> ``Settings``
+* ``settings``  -- what Apply VORTA chose, mode 'auto', the geometry used, dense blocks, percent window, schedule (pure)
 * ``stats``     -- per-run counters and the end-of-run summary line (pure)
-* ``preview``, ``preview_node`` -- routing heat map and text summary; the preview table
+* ``preview``   -- the routing preview's table and outputs; ``heatmap`` -- the table drawn as an image
 * ``loading``   -- router files -> RouterBundle; ``folders`` -- the ``models/vorta`` folder
 """

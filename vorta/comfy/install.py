@@ -23,6 +23,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..kernels import select_branches, triton_unavailable_reason
 from ..router_files import check_fits
 from ..routing import Branches
 from .adapters import CallLayout, detect, resolve
@@ -47,6 +48,11 @@ class VortaPatch:
         self._local = threading.local()  # the model call in flight on this thread (MultiGPU runs threads)
         self._branches: Dict[str, Branches] = {}
         self._router = CallRouter(adapter, self.stats, self._base_branches)
+        # Wrapped here, not with decorators: torch.compiler.disable imports torch._dynamo (seconds), which would
+        # then run at ComfyUI start-up when the nodes are imported.  ``attention`` is looked up per call, so a
+        # test or a later patch can wrap it.
+        self.call_state = torch.compiler.disable(self._call_state)
+        self.attention = ours(torch.compiler.disable(self._attention))
 
     @property
     def settings(self) -> Settings:
@@ -125,7 +131,9 @@ class VortaPatch:
         try:
             return executor(*args, **kwargs)
         finally:
-            self.last_summary = self.stats.summary(f"VORTA ({self.adapter.family}, {describe(self.settings)})")
+            geometry = self.plan.geometry_text()
+            prefix = f"VORTA ({self.adapter.family}, {describe(self.settings)}{'; ' + geometry if geometry else ''})"
+            self.last_summary = self.stats.summary(prefix)
             log.info(self.last_summary)
             self.plan.reset()
             self._local.state = None
@@ -153,9 +161,9 @@ class VortaPatch:
         finally:
             self._local.state = previous
 
-    @torch.compiler.disable
-    def call_state(self, dm, args, kwargs, opts) -> CallState:
-        """Layout, problem and decisions of one model call (``_forward``'s arguments)."""
+    def _call_state(self, dm, args, kwargs, opts) -> CallState:
+        """Layout, problem and decisions of one model call (``_forward``'s arguments); run as ``call_state``,
+        outside torch.compile."""
         x, t = args[0], args[1]
         t_scalar = float(t.reshape(t.shape[0], -1)[0].max()) if t.ndim else float(t)
         sigmas = opts.get("sigmas")
@@ -169,8 +177,6 @@ class VortaPatch:
         key = str(device)
         b = self._branches.get(key)
         if b is None:
-            from ...kernels import select_branches
-
             try:
                 b = select_branches(self.settings.backend, device)
             except RuntimeError as e:
@@ -179,14 +185,10 @@ class VortaPatch:
         return b
 
     # ----------------------------------------------------------------------------------- the override
-    @torch.compiler.disable
-    def attention(self, func, *args, **kwargs):
-        """The override.  Runs eagerly under torch.compile (one graph break per attention call): routing
-        decisions change from step to step, and tracing them would recompile the model every step."""
+    def _attention(self, func, *args, **kwargs):
+        """The override, run as ``attention``: eagerly under torch.compile (one graph break per attention call), since
+        routing decisions change from step to step and tracing them would recompile the model every step."""
         return self._router(func, *args, **kwargs)
-
-
-ours(VortaPatch.attention)
 
 
 class _Fatal(Exception):
@@ -194,7 +196,9 @@ class _Fatal(Exception):
 
 
 def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None):
-    """Clone ``model`` (a ComfyUI ModelPatcher) and install VORTA on the clone; the input is untouched."""
+    """Clone ``model`` (a ComfyUI ModelPatcher) and install VORTA on the clone; the input is untouched.
+    Mode 'auto' becomes 'router' when ``bundle`` is given, else 'schedule'."""
+    settings = settings.resolved(has_router=bundle is not None)
     dm = model.get_model_object("diffusion_model")
     adapter = detect(dm)
     if settings.mode == "router":
@@ -209,8 +213,6 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
             raise ValueError(f"dense blocks {bad} do not exist: this {adapter.family} model has {adapter.num_layers} "
                              f"routed layers (0..{adapter.num_layers - 1})")
     if settings.backend == "triton":
-        from ...kernels import triton_unavailable_reason
-
         reason = triton_unavailable_reason()
         if reason is not None:
             raise RuntimeError(f"kernel backend 'triton' is unavailable: {reason}. Use 'auto' or 'torch'.")

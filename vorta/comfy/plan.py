@@ -15,7 +15,7 @@ from ..config import VortaConfig
 from ..router import RouterSet, router_input
 from ..routing import AttentionProblem, head_groups
 from .adapters import CallLayout
-from .settings import Settings, SigmaWindow, resolve_config, step_decisions
+from .settings import Geometry, Settings, SigmaWindow, describe_geometry, resolve_config, step_decisions
 
 
 @dataclass
@@ -56,10 +56,12 @@ class RoutingPlan:
         self._steps: Dict[tuple, StepState] = {}
         self._problems: Dict[tuple, AttentionProblem] = {}
         self._routers: Dict[str, RouterSet] = {}
+        self.used: Dict[tuple, Geometry] = {}  # grid -> geometry, for the grids this run has routed
 
     def reset(self, model_sampling=None) -> None:
         """A new sampling run: the window follows that run's model_sampling; cached steps are dropped."""
         self._steps.clear()
+        self.used.clear()
         ms = model_sampling if model_sampling is not None else self.model_sampling
         self.window = None if ms is None else SigmaWindow.from_percents(ms.percent_to_sigma, self.settings)
 
@@ -70,18 +72,25 @@ class RoutingPlan:
             self.window = SigmaWindow.from_percents(to_sigma, self.settings)
         return self.window
 
-    def config_for(self, layout: CallLayout) -> VortaConfig:
+    def geometry_for(self, layout: CallLayout) -> Geometry:
+        """The sparse geometry for this layout's grid and where it comes from (preset 'auto' resolved)."""
         trained = self.bundle.trained_with if self.bundle is not None else None
         return resolve_config(self.settings, self.adapter.family, layout.grid, self.adapter.dim, trained)
+
+    def geometry_text(self) -> str:
+        """The geometries this run used, one per grid, e.g. 'grid (21, 45, 80) preset wan2.1-14b-720p: tile 5x9x8 ...'."""
+        return "; ".join(f"grid {shape} {describe_geometry(g)}" for shape, g in self.used.items())
 
     def problem_for(self, layout: CallLayout) -> AttentionProblem:
         """The attention problem (grid, sparse settings, text tokens and their order) for a token layout."""
         key = (layout.grid.shape, layout.text_len, layout.text_first)
         p = self._problems.get(key)
         if p is None:
-            p = AttentionProblem(layout.grid, self.config_for(layout), kv_from=self.adapter.kv_from,
+            p = AttentionProblem(layout.grid, self.geometry_for(layout).config, kv_from=self.adapter.kv_from,
                                  text_len=layout.text_len, text_first=layout.text_first)
             self._problems[key] = p
+        if layout.grid.shape not in self.used:
+            self.used[layout.grid.shape] = self.geometry_for(layout)
         return p
 
     def decisions_at(self, dm, sigma: float, t: float, device=None) -> StepState:

@@ -1,91 +1,83 @@
-"""The routing preview: a (step x layer x head) decision table as a heat map and a short text summary.
-
-No ComfyUI imports; PIL (a ComfyUI dependency) draws the legend text when available.
-"""
+"""The routing preview: the (step x layer x head) table for a SIGMAS schedule, and its (IMAGE, summary text)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
-from ..config import BRANCHES
-from ..router import branch_shares
-
-COLORS = {0: (96, 96, 96), 1: (66, 135, 245), 2: (245, 166, 35)}  # full grey, coreset blue, sliding orange
-SEPARATOR = (255, 255, 255)
-BACKGROUND = (24, 24, 24)
-
-
-def render_table(table: torch.Tensor, layer_groups: Optional[Sequence[tuple]] = None, max_width: int = 1600,
-                 min_width: int = 512) -> torch.Tensor:
-    """(steps, layers, heads) int table -> IMAGE tensor [1, H, W, 3] float in [0, 1].
-
-    Rows are sampling steps (top = first step), columns are layers left to right, each layer a block of its
-    heads separated by a 1-px white line; a legend with the branch colours and shares sits below.
-    ``layer_groups`` optionally marks ranges such as (start, name) ('double', 'single') in the legend."""
-    if table.ndim != 3:
-        raise ValueError(f"routing table must be (steps, layers, heads), got shape {tuple(table.shape)}")
-    steps, layers, heads = table.shape
-    steps, layers, heads = max(steps, 1), max(layers, 1), max(heads, 1)
-    cw = max(1, min(16, min_width // (layers * heads)))
-    while cw > 1 and layers * (heads * cw + 1) > max_width:
-        cw -= 1
-    rh = max(2, min(16, 384 // steps))
-    block = heads * cw + 1
-    width = max(layers * block + 1, 320)
-    grid_h = steps * rh
-    legend_h = 44
-    img = torch.tensor(BACKGROUND, dtype=torch.uint8).view(1, 1, 3).repeat(grid_h + legend_h, width, 1)
-
-    lut = torch.tensor([COLORS[i] for i in range(3)], dtype=torch.uint8)
-    if table.numel():
-        cells = lut[table.clamp(0, 2).long().cpu()]  # (steps, layers, heads, 3)
-        cells = cells.repeat_interleave(rh, 0).repeat_interleave(cw, 2)  # (S*rh, layers, heads*cw, 3)
-        for l in range(table.shape[1]):
-            x0 = l * block + 1
-            img[:grid_h, x0:x0 + heads * cw] = cells[:, l]
-            img[:grid_h, x0 - 1] = torch.tensor(SEPARATOR, dtype=torch.uint8)
-        img[:grid_h, table.shape[1] * block] = torch.tensor(SEPARATOR, dtype=torch.uint8)
-
-    shares = branch_shares(table) if table.numel() else [0.0, 0.0, 0.0]
-    labels = [f"{name} {s:.0%}" for name, s in zip(BRANCHES, shares)]
-    y0 = grid_h + 8
-    x = 6
-    for i in range(3):
-        img[y0:y0 + 12, x:x + 12] = torch.tensor(COLORS[i], dtype=torch.uint8)
-        x += 100
-    img = _draw_text(img, labels, grid_h, steps, layers, layer_groups)
-    return img.float().div(255.0).unsqueeze(0)
+from ..config import preset_for
+from ..geometry import TokenGrid, grid_from_latent
+from ..router_files import check_fits
+from ..routing import attention_flops
+from .adapters import CallLayout, detect
+from .install import VortaPatch, find_patch
+from .plan import RouterBundle
+from .heatmap import render_table, table_summary
+from .settings import Settings, describe, describe_geometry
 
 
-def _draw_text(img: torch.Tensor, labels, grid_h: int, steps: int, layers: int, layer_groups) -> torch.Tensor:
+def preview_table(model, sigmas: torch.Tensor, settings: Optional[Settings] = None,
+                  bundle: Optional[RouterBundle] = None):
+    """The (steps, layers, heads) decision table Apply VORTA would use for ``sigmas`` (one row per step, the
+    last sigma excluded), computed before sampling from the model's own time MLP through the same
+    ``RoutingPlan.decisions_at`` the patch uses.  Settings and router come from a MODEL patched by Apply VORTA
+    when present, else from the arguments.  Returns (table, holder)."""
+    installed = find_patch(model)
+    if installed is not None and settings is None:
+        settings, bundle = installed.settings, (bundle or installed.bundle)
+    if settings is None:
+        settings = Settings()
+    settings = settings.resolved(has_router=bundle is not None)
+    dm = model.get_model_object("diffusion_model")
+    adapter = installed.adapter if installed is not None else detect(dm)
+    if settings.mode == "router":
+        if bundle is None:
+            raise ValueError("the routing preview needs a ROUTER (or a MODEL patched by Apply VORTA in router mode)")
+        check_fits(bundle.routers, adapter.family, adapter.num_layers, adapter.heads, adapter.dim,
+                   source=f"router {bundle.name}".strip())
+    ms = model.get_model_object("model_sampling")
+    holder = VortaPatch(adapter, settings, bundle, ms)
     try:
-        from PIL import Image, ImageDraw
-    except Exception:  # pragma: no cover - PIL ships with ComfyUI
-        return img
-    pil = Image.fromarray(img.numpy())
-    draw = ImageDraw.Draw(pil)
-    x = 6
-    for lab in labels:
-        draw.text((x + 16, grid_h + 7), lab, fill=(235, 235, 235))
-        x += 100
-    axis = f"rows: {steps} steps (top = first)   columns: {layers} layers x heads"
-    if layer_groups:
-        axis += "   (" + ", ".join(f"{name} from {start}" for start, name in layer_groups) + ")"
-    draw.text((6, grid_h + 26), axis, fill=(180, 180, 180))
-    return torch.from_numpy(__import__("numpy").array(pil))
+        device = next(adapter.time_mlp(dm).parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    rows = []
+    for sigma in sigmas.reshape(-1)[:-1].tolist():
+        t = float(ms.timestep(torch.tensor(sigma)))
+        rows.append(holder.plan.decisions_at(dm, sigma, t, device).decisions)
+    table = torch.stack(rows) if rows else torch.empty(0, adapter.num_layers, adapter.heads, dtype=torch.long)
+    return table, holder
 
 
-def table_summary(table: torch.Tensor, flops_saved: Optional[float] = None, header: str = "") -> str:
-    """Share of heads per branch over the whole schedule, per-step shares, and attention FLOPs saved."""
-    shares = branch_shares(table) if table.numel() else [0.0, 0.0, 0.0]
-    lines = []
-    if header:
-        lines.append(header)
-    lines.append("heads: " + ", ".join(f"{n} {s:.1%}" for n, s in zip(BRANCHES, shares)))
-    if flops_saved is not None:
-        lines.append(f"attention FLOPs: {1 - flops_saved:.1%} of dense ({flops_saved:.1%} saved)")
-    for i in range(table.shape[0]):
-        s = branch_shares(table[i])
-        lines.append(f"step {i}: " + " ".join(f"{n[0].upper()}{v:.0%}" for n, v in zip(BRANCHES, s)))
-    return "\n".join(lines)
+def flops_saved(table: torch.Tensor, problem) -> float:
+    """1 - executed/dense attention FLOPs over the table for one attention problem."""
+    done = dense = 0.0
+    for step in table:
+        for layer in step:
+            counts = torch.bincount(layer.reshape(-1).cpu(), minlength=3).tolist()
+            f = attention_flops(problem, 1, counts)
+            done += f["full"] + f["coreset"] + f["sliding"]
+            dense += f["dense"]
+    return 1.0 - done / dense if dense else 0.0
+
+
+def preview_outputs(table: torch.Tensor, holder, latent: Optional[torch.Tensor] = None):
+    """The heat map IMAGE and the summary text; the summary names the mode and the geometry actually used (mode
+    and preset 'auto' resolved) for the latent's grid, else for the grid of the model's preset."""
+    adapter = holder.adapter
+    if latent is not None and latent.ndim == 5:
+        grid = grid_from_latent(tuple(latent.shape[2:5]), adapter.patch_size)
+        where = "the latent's grid"
+    else:
+        preset = preset_for(adapter.family, None, adapter.dim)
+        grid = TokenGrid(*preset.latent_grid)
+        where = f"the grid of preset {preset.name}"
+    layout = CallLayout(grid)
+    problem = holder.plan.problem_for(layout)
+    saved = flops_saved(table, problem)
+    header = (f"VORTA preview ({adapter.family}, {describe(holder.settings)}): {table.shape[0]} steps x "
+              f"{table.shape[1]} layers x {table.shape[2]} heads\n"
+              f"geometry for {where} {grid.shape}: {describe_geometry(holder.plan.geometry_for(layout))}\n"
+              f"FLOPs counted for the video tokens (text tokens not counted)")
+    image = render_table(table, adapter.layer_groups if len(adapter.layer_groups) > 1 else None)
+    return image, table_summary(table, saved, header)

@@ -1,23 +1,23 @@
 """What the Apply VORTA node decided, as plain data, plus the per-step rules that need no ComfyUI.
 
 Nothing here imports ``comfy``: the rules (dense-block lists, the percent window, the training-free schedule,
-the preset choice) are unit-tested on their own and used unchanged by the patch in ``patch.py``.
+the preset choice) are unit-tested on their own and used unchanged by the patch (``install.py``, ``plan.py``).
+Defaults and ranges come from ``setting_specs``.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional, Sequence
+from typing import FrozenSet, NamedTuple, Optional, Sequence
 
 import torch
 
-from ..config import CORESET, FULL, PRESETS, SLIDING, VortaConfig, preset_for
+from ..config import CORESET, FULL, SLIDING, VortaConfig, preset_for
 from ..geometry import TokenGrid
+from .setting_specs import DEFAULTS, SPECS
 
-MODES = ("router", "schedule", "full", "sliding", "coreset")
 FORCED = {"full": FULL, "coreset": CORESET, "sliding": SLIDING}
-PRESET_CHOICES = ("auto", "custom") + tuple(PRESETS)
-BACKENDS = ("auto", "triton", "torch")
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -46,42 +46,58 @@ def parse_dense_blocks(text: str, num_layers: Optional[int] = None) -> FrozenSet
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything Apply VORTA chose.  ``config`` is None for preset 'auto': resolved per grid at run time."""
+    """Everything Apply VORTA chose.  ``config`` is None for preset 'auto': resolved per grid at run time.
+    Mode 'auto' is resolved by ``resolved`` when the node knows whether a router is connected."""
 
-    mode: str = "router"
-    preset: str = "auto"
+    mode: str = DEFAULTS["mode"]
+    preset: str = DEFAULTS["preset"]
     config: Optional[VortaConfig] = None
-    tau_sparse: float = 0.3
-    start_percent: float = 0.0
-    end_percent: float = 1.0
-    switch_percent: float = 0.5
+    tau_sparse: float = DEFAULTS["tau_sparse"]
+    start_percent: float = DEFAULTS["start_percent"]
+    end_percent: float = DEFAULTS["end_percent"]
+    switch_percent: float = DEFAULTS["switch_percent"]
     dense_blocks: FrozenSet[int] = field(default_factory=frozenset)
-    backend: str = "auto"
+    backend: str = DEFAULTS["backend"]
+    auto_mode: bool = False  # mode was 'auto' before ``resolved`` chose it (the summary says so)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown routing mode {self.mode!r}; expected one of {MODES}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown kernel backend {self.backend!r}; expected one of {BACKENDS}")
-        for name in ("start_percent", "end_percent", "switch_percent"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        for name in ("mode", "preset", "backend", "tau_sparse", "start_percent", "end_percent", "switch_percent"):
+            SPECS[name].check(getattr(self, name))
         if self.end_percent < self.start_percent:
             raise ValueError(f"end_percent {self.end_percent} is before start_percent {self.start_percent}")
 
+    def resolved(self, has_router: bool) -> "Settings":
+        """Mode 'auto' made concrete: the learned router when one is connected, else the training-free schedule."""
+        if self.mode != "auto":
+            return self
+        return dataclasses.replace(self, mode="router" if has_router else "schedule", auto_mode=True)
+
+
+class Geometry(NamedTuple):
+    """The sparse geometry used for one grid and where it came from (for the run summary and the preview)."""
+
+    config: VortaConfig
+    source: str  # 'custom', 'preset <name>' or 'router training settings'
+
 
 def resolve_config(settings: Settings, family: str, grid: TokenGrid, dim: int,
-                   trained_with: Optional[VortaConfig] = None) -> VortaConfig:
-    """The sparse settings for one grid: explicit/custom config, else the router's training settings, else
-    the preset for the detected model and resolution."""
+                   trained_with: Optional[VortaConfig] = None) -> Geometry:
+    """The sparse geometry for one grid: a custom or named preset, else (preset 'auto') the router's training
+    settings in router mode, else the preset for the detected model and resolution."""
     if settings.config is not None:
-        cfg = settings.config
-    elif trained_with is not None and settings.mode == "router":
-        cfg = trained_with
-    else:
-        cfg = preset_for(family, grid.shape, dim).config
-    return cfg.with_(tau_sparse=settings.tau_sparse)
+        return Geometry(settings.config, "custom" if settings.preset == "custom" else f"preset {settings.preset}")
+    if trained_with is not None and settings.mode == "router":
+        return Geometry(trained_with, "router training settings")
+    return Geometry(preset_for(family, grid.shape, dim).config, f"preset {preset_for(family, grid.shape, dim).name}")
+
+
+def describe_geometry(g: Geometry) -> str:
+    c = g.config
+    return (f"{g.source}: tile {_x(c.tile)} window {_x(c.window)} bucket {_x(c.bucket)} ratio {c.ratio:g}")
+
+
+def _x(t: Sequence[int]) -> str:
+    return "x".join(str(v) for v in t)
 
 
 @dataclass(frozen=True)
@@ -134,13 +150,9 @@ def step_decisions(settings: Settings, window: SigmaWindow, sigma: float, num_la
 
 
 def describe(settings: Settings) -> str:
-    """One short line for logs and the preview."""
-    parts = [f"mode={settings.mode}"]
-    if settings.config is not None:
-        c = settings.config
-        parts.append(f"tile={c.tile} window={c.window} bucket={c.bucket} ratio={c.ratio}")
-    else:
-        parts.append(f"preset={settings.preset}")
+    """One short line for logs and the preview (the geometry actually used is added by the caller)."""
+    parts = [f"mode=auto->{settings.mode}" if settings.auto_mode else f"mode={settings.mode}",
+             f"preset={settings.preset}"]
     if settings.mode == "router":
         parts.append(f"tau_sparse={settings.tau_sparse}")
     if settings.start_percent > 0 or settings.end_percent < 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..vorta.reference import NAN_SIMILARITY_KEY
+from ..reference import NAN_SIMILARITY_KEY
 
 NAN_KEY: tl.constexpr = tl.constexpr(NAN_SIMILARITY_KEY)  # the reference's sort key of a NaN similarity
 

@@ -1,8 +1,8 @@
 """End-to-end step time inside ComfyUI: real model architectures, random bf16 weights, patched like a workflow.
 
-    python -m comfyui_vorta.vorta.bench.e2e --model wan14b [--res 720p] [--frames 81] [--md out.md]
-    python -m comfyui_vorta.vorta.bench.e2e --model wan1.3b,wan14b,hunyuan --md e2e.md   # one process, in order
-    python -m comfyui_vorta.vorta.bench.e2e --model wan,hunyuan --tiny                   # CPU smoke run
+    python bench/e2e.py --model wan14b [--res 720p] [--frames 81] [--md out.md]
+    python bench/e2e.py --model wan1.3b,wan14b,hunyuan --md e2e.md   # one process, in order
+    python bench/e2e.py --model wan,hunyuan --tiny                   # CPU smoke run
 
 What it does (issue 5):
 
@@ -51,9 +51,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..config import BRANCHES, CORESET, FULL, SLIDING, VortaConfig, preset_for
-from ..geometry import grid_from_latent
-from ..router import RouterSet, official_layer_names
+from comfyui_vorta.vorta.config import BRANCHES, CORESET, FULL, SLIDING, VortaConfig, preset_for
+from comfyui_vorta.vorta.geometry import grid_from_latent
+from comfyui_vorta.vorta.router import RouterSet, official_layer_names
 
 
 SCHEDULE_STEPS = 50
@@ -284,8 +284,8 @@ def instrument(patcher, timer: Timer, seq_len: int):
 
 def instrument_vorta(patched, timer: Timer, seq_len: int, device) -> None:
     """Time VORTA's attention entry point and its coreset / sliding branches (the full branch reaches the override)."""
-    from ...kernels import select_branches
-    from ..comfy.install import find_patch
+    from comfyui_vorta.vorta.kernels import select_branches
+    from comfyui_vorta.vorta.comfy.install import find_patch
 
     holder = find_patch(patched)
     orig = holder.attention
@@ -403,7 +403,7 @@ class Bench:
         self.weights = torch.cuda.memory_allocated() if self.cuda else sum(
             p.numel() * p.element_size() for p in self.base.model.parameters())
         dm = self.base.model.diffusion_model
-        from ..comfy.adapters import detect
+        from comfyui_vorta.vorta.comfy.adapters import detect
 
         self.adapter = detect(dm)
         self.positive, self.negative = conditioning(self.spec)
@@ -421,20 +421,25 @@ class Bench:
         """Apply VORTA exactly as a workflow does: the node's execute with the node's defaults."""
         inputs = dict(mode=mode, **self.node_inputs)
         if not self.args.no_node:
-            from ...nodes.apply import VortaApply
+            from comfyui_vorta.nodes.apply import VortaApply
+            from comfyui_vorta.vorta.comfy.setting_specs import APPLY
 
+            apply_names = {s.name for s in APPLY}
+            settings = {k: v for k, v in inputs.items() if k not in apply_names}
             defaults = {i.id: i.default for i in VortaApply.define_schema().inputs
                         if getattr(i, "default", None) is not None}
-            return VortaApply.execute(model=self.instrumented, router=bundle, **{**defaults, **inputs}).result[0]
-        from ..comfy.options import build_settings
-        from ..comfy.install import apply_vorta
+            own = {k: v for k, v in inputs.items() if k in apply_names}
+            return VortaApply.execute(model=self.instrumented, router=bundle, settings=settings,
+                                      **{**defaults, **own}).result[0]
+        from comfyui_vorta.vorta.comfy.options import build_settings
+        from comfyui_vorta.vorta.comfy.install import apply_vorta
 
         return apply_vorta(self.instrumented, build_settings(**inputs), bundle)
 
     def mix_bundle(self):
         """A router file whose decisions are constant: exactly 50 % sliding / 48 % coreset / 2 % full over all
         (layer, head) pairs, shuffled with a fixed seed."""
-        from ..comfy.plan import RouterBundle
+        from comfyui_vorta.vorta.comfy.plan import RouterBundle
 
         a = self.adapter
         n = a.num_layers * a.heads
@@ -567,13 +572,13 @@ class Bench:
 
     def profile(self, model, idx: int, name: str) -> None:
         """One more step under torch.profiler: the CUDA kernels it ran, by total time (``--profile``)."""
-        from .profile_routed import kernel_table
+        from profile_routed import kernel_table
 
         table = kernel_table(lambda: self.sample(model, [(idx, 0, 1, 1)]), rows=12, warm=False)
         print(f"  profile of one `{name}` step:\n{table}", flush=True)
 
     def run(self) -> None:
-        from ..comfy.preview_node import preview_table
+        from comfyui_vorta.vorta.comfy.preview import preview_table
 
         self.setup()
         a = self.adapter
@@ -756,7 +761,7 @@ def header(args, cuda: bool) -> str:
             f"sampler call (cond + uncond in one call when ComfyUI batches them; CFG scale per table)")
 
 
-METHOD = """Method: `python -m comfyui_vorta.vorta.bench.e2e` (see its docstring). Each configuration runs through
+METHOD = """Method: `python bench/e2e.py` (see its docstring). Each configuration runs through
 ComfyUI's `CFGGuider.sample`; a step is one call of the sampler's model (cond + uncond, batched by ComfyUI when its
 memory rule allows; the batch used is listed). Sparse configurations get one untimed warm-up step (Triton compile);
 dense ones on the large models only a reduced-size warm-up step first (CUDA context, cuBLAS), to save device time;
@@ -768,7 +773,7 @@ number of steps with each decision table. Peak memory includes the weights."""
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench.e2e")
+    ap = argparse.ArgumentParser(prog="python bench/e2e.py")
     ap.add_argument("--model", default="wan14b",
                     help=f"comma-separated, run in order: {', '.join(MODELS)} (with --tiny: {', '.join(TINY)})")
     ap.add_argument("--res", help="480p, 720p or HxW (default: the model's own)")

@@ -13,10 +13,10 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 
-from ..vorta.checks import check_kernel_support
-from ..vorta.geometry import BucketLayout, TokenGrid, as_triple
-from ..vorta.reference import sdpa
-from ..vorta.routing import AttentionProblem, sequence_rows
+from ..checks import check_kernel_support
+from ..geometry import BucketLayout, TokenGrid, as_triple
+from ..reference import sdpa
+from ..routing import AttentionProblem, sequence_rows
 from .common import INTERPRET, check_op_args, heads32, unit_last
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 

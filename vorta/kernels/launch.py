@@ -2,8 +2,8 @@
 (``sliding_launch.py``, ``coreset_launch.py``); full heads use the routing reference (PyTorch SDPA)."""
 from __future__ import annotations
 
-from ..vorta.checks import KERNEL_HEAD_DIMS
-from ..vorta.routing import Branches, reference_full
+from ..checks import KERNEL_HEAD_DIMS
+from ..routing import Branches, reference_full
 from .coreset_launch import coreset_op, triton_coreset
 from .sliding_launch import sliding_tile_op, triton_sliding
 

@@ -6,17 +6,9 @@ available and the pure-PyTorch reference otherwise, logging the reason once.
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
-log = logging.getLogger("vorta")
-_logged: set = set()
-
-
-def _log_once(msg: str) -> None:
-    if msg not in _logged:
-        _logged.add(msg)
-        log.warning(msg)
+from .log import log_once
 
 
 def triton_unavailable_reason(device=None) -> Optional[str]:
@@ -39,7 +31,7 @@ def triton_unavailable_reason(device=None) -> Optional[str]:
 
 def select_branches(backend: str = "auto", device=None):
     """Branch implementations for ``vorta.routing.routed_attention``: 'triton', 'torch' or 'auto'."""
-    from ..vorta.routing import REFERENCE_BRANCHES
+    from ..routing import REFERENCE_BRANCHES
 
     if backend == "torch":
         return REFERENCE_BRANCHES
@@ -55,5 +47,5 @@ def select_branches(backend: str = "auto", device=None):
             reason = f"the Triton kernels failed to load ({e})"
     if backend == "triton":
         raise RuntimeError(f"kernel backend 'triton' requested but unavailable: {reason}. Use 'auto' or 'torch'.")
-    _log_once(f"VORTA: using the PyTorch reference branches ({reason}); expect little or no speed-up.")
+    log_once(f"VORTA: using the PyTorch reference branches ({reason}); expect little or no speed-up.")
     return REFERENCE_BRANCHES

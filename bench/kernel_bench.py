@@ -1,6 +1,6 @@
 """Kernel benchmark: sliding tile and coreset branches against same-run baselines (GPU only).
 
-    python -m comfyui_vorta.vorta.bench.kernels [--only sliding|coreset] [--quick] [--md results.md]
+    python bench/kernel_bench.py [--only sliding|coreset] [--quick] [--md results.md]
 
 Per shape (bf16, B=1, head dim 128) it checks the kernel against the PyTorch reference first (a few heads at
 full size), then times (median of CUDA-event timed runs after warm-up, ``triton.testing.do_bench``):
@@ -23,10 +23,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..config import VortaConfig
-from ..geometry import BucketLayout, TileLayout, TokenGrid, sliding_density
-from .. import reference
-from ..routing import AttentionProblem
+from comfyui_vorta.vorta.config import VortaConfig
+from comfyui_vorta.vorta.geometry import BucketLayout, TileLayout, TokenGrid, sliding_density
+from comfyui_vorta.vorta import reference
+from comfyui_vorta.vorta.routing import AttentionProblem
 
 
 @dataclass
@@ -114,7 +114,7 @@ def flex_sliding(s: Shape, q, k, v):
 
 
 def run_sliding(s: Shape, dev, quick: bool, rows: List[Dict]):
-    from ...kernels.launch import triton_sliding
+    from comfyui_vorta.vorta.kernels.launch import triton_sliding
 
     g = TokenGrid(*s.grid)
     L, T, H, D = g.numel, s.text, s.heads, 128
@@ -159,7 +159,7 @@ def run_sliding(s: Shape, dev, quick: bool, rows: List[Dict]):
 
 
 def run_coreset(s: Shape, dev, quick: bool, rows: List[Dict]):
-    from ...kernels.launch import triton_coreset
+    from comfyui_vorta.vorta.kernels.launch import triton_coreset
 
     g = TokenGrid(*s.grid)
     L, T, H, D = g.numel, s.text, s.heads, 128
@@ -216,7 +216,7 @@ def sweep(shapes: List[Shape], configs: List[str], dev) -> int:
     """Time the sliding kernel under several launch configs (kernel tuning)."""
     import os
 
-    from ...kernels.launch import triton_sliding
+    from comfyui_vorta.vorta.kernels.launch import triton_sliding
 
     for s in shapes:
         g = TokenGrid(*s.grid)
@@ -238,7 +238,7 @@ def sweep(shapes: List[Shape], configs: List[str], dev) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench.kernels")
+    ap = argparse.ArgumentParser(prog="python bench/kernel_bench.py")
     ap.add_argument("--only", choices=["sliding", "coreset"])
     ap.add_argument("--shapes", help="comma-separated indices into the shape list")
     ap.add_argument("--quick", action="store_true", help="skip the slow reference timings")

@@ -21,10 +21,11 @@ try:  # host-side TMA descriptors (Triton >= 3.3)
 except ImportError:  # pragma: no cover - older Triton: pointer loads only
     TensorDescriptor = None
 
-from ..vorta.checks import check_kernel_support
-from ..vorta.geometry import TileLayout, TokenGrid, as_triple
-from ..vorta.routing import AttentionProblem, reference_sliding, sequence_rows
+from ..checks import check_kernel_support
+from ..geometry import TileLayout, TokenGrid, as_triple
+from ..routing import AttentionProblem, reference_sliding, sequence_rows
 from .common import INTERPRET, check_op_args, heads32, unit_last
+from .log import log_once
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
 
@@ -239,7 +240,5 @@ def triton_sliding(q, k, v, heads, out, p: AttentionProblem) -> None:
         sliding_tile_op(unit_last(q), unit_last(k), unit_last(v), heads32(heads), out, list(p.grid.shape),
                         list(c.tile), list(c.window), p.text_len, p.text_valid, p.text_first, True)
     except NoKernelConfig as e:
-        from . import _log_once
-
-        _log_once(f"VORTA: sliding tile heads use the PyTorch reference (slower): {e}")
+        log_once(f"VORTA: sliding tile heads use the PyTorch reference (slower): {e}")
         reference_sliding(q, k, v, heads, out, p)

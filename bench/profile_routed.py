@@ -1,6 +1,6 @@
 """Where routed attention spends its time: one self-attention call as the ComfyUI patch makes it (GPU only).
 
-    python -m comfyui_vorta.vorta.bench.profile_routed [--grid 21,45,80] [--heads 40] [--batch 2] [--tile 5,9,8]
+    python bench/profile_routed.py [--grid 21,45,80] [--heads 40] [--batch 2] [--tile 5,9,8]
 
 For each head mix (all coreset, all sliding, 50/48/2) it times ``routed_attention`` with the Triton branches on
 ComfyUI's Wan layout ([B, L, H*D], bf16) and lists the CUDA kernels it launched (torch.profiler), next to the
@@ -14,10 +14,10 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from ..config import VortaConfig
-from ..geometry import BucketLayout, TokenGrid
-from ..routing import AttentionProblem, routed_attention
-from .kernels import bench
+from comfyui_vorta.vorta.config import VortaConfig
+from comfyui_vorta.vorta.geometry import BucketLayout, TokenGrid
+from comfyui_vorta.vorta.routing import AttentionProblem, routed_attention
+from kernel_bench import bench
 
 
 def triple(text: str):
@@ -38,14 +38,14 @@ def kernel_table(fn, rows: int = 8, warm: bool = True) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench.profile_routed", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python bench/profile_routed.py", description=__doc__)
     ap.add_argument("--grid", type=triple, default=(21, 45, 80))
     ap.add_argument("--tile", type=triple, default=(5, 9, 8))
     ap.add_argument("--heads", type=int, default=40)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args(argv)
-    from ...kernels.launch import TRITON_BRANCHES
+    from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
     dev = torch.device("cuda")
     g = TokenGrid(*args.grid)

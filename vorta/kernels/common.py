@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from ..vorta.checks import check_heads, check_kernel_support, check_qkv, check_sequence, check_text_valid
-from ..vorta.geometry import TokenGrid
+from ..checks import check_heads, check_kernel_support, check_qkv, check_sequence, check_text_valid
+from ..geometry import TokenGrid
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 

@@ -1,0 +1,45 @@
+"""Print the README's settings table from the setting declarations (``vorta/comfy/setting_specs.py``).
+
+    python tools/settings_table.py --write    # replace the table between the README's markers
+
+``tests/test_setting_specs.py`` checks that the README holds exactly this table.  Not shipped (``.comfyignore``).
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, GEOMETRY, SettingSpec
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- settings table: tools/settings_table.py -->", "<!-- end of settings table -->"
+
+
+def _range(s: SettingSpec) -> str:
+    if s.kind == "combo":
+        return " / ".join(f"`{o}`" for o in s.options)
+    if s.kind in ("int", "float"):
+        return f"{s.low:g} – {s.high:g}"
+    return "text"
+
+
+def table() -> str:
+    rows = ["| node | input | default | values | what it does |", "|---|---|---|---|---|"]
+    for node, specs in (("Apply VORTA", APPLY), ("VORTA Settings", GEOMETRY)):
+        for s in specs:
+            default = f"`{s.default}`" if s.default != "" else "(empty)"
+            rows.append(f"| {node} | `{s.name}` | {default} | {_range(s)} | {s.tooltip} |")
+    return "\n".join(rows)
+
+
+def readme_with_table(text: str) -> str:
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        README.write_text(readme_with_table(README.read_text()))
+    else:
+        print(table())

@@ -1,8 +1,0 @@
-"""Benchmarks (GPU; the end-to-end one also has a CPU smoke mode).  Entry point:
-
-    python -m comfyui_vorta.vorta.bench {e2e,kernels,profile} [args...]
-
-* ``e2e``      — step time of real Wan / HunyuanVideo architectures inside ComfyUI (``e2e.py``)
-* ``kernels``  — the sparse kernels against SDPA, FlexAttention and the PyTorch reference (``kernels.py``)
-* ``profile``  — where one routed attention call spends its time (``profile_routed.py``)
-"""

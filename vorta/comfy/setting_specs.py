@@ -1,0 +1,94 @@
+"""The one declaration of every VORTA setting: name, default, range and tooltip (no ComfyUI imports).
+
+The node inputs (``nodes/``), ``build_settings``, the ``Settings`` defaults and range checks, the example workflows
+(``tools/build_workflows.py``), the README's settings table and the tests are all derived from ``APPLY`` and
+``GEOMETRY`` below; nothing else spells a default.  ``APPLY`` are the inputs of Apply VORTA (what people change);
+``GEOMETRY`` are those of the optional VORTA Settings node, whose output plugs into Apply VORTA.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from ..config import PRESETS, VortaConfig
+from ..router import OFFICIAL_TAU_SPARSE
+
+MODES = ("auto", "router", "schedule", "full", "sliding", "coreset")
+PRESET_CHOICES = ("auto", "custom") + tuple(PRESETS)
+BACKENDS = ("auto", "triton", "torch")
+_GEOMETRY_DEFAULT = VortaConfig()  # the official Wan2.1-14B training geometry, shown for preset 'custom'
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One input: ``kind`` is 'combo', 'int', 'float' or 'text'; ``options`` for combos; ``low``/``high``/``step``
+    for numbers."""
+
+    name: str
+    kind: str
+    default: object
+    tooltip: str
+    options: Tuple[str, ...] = ()
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+
+    def check(self, value: object) -> None:
+        """Raise ValueError naming the setting when ``value`` is outside what the input allows."""
+        if self.kind == "combo" and value not in self.options:
+            raise ValueError(f"{self.name}: {value!r} is not one of {', '.join(self.options)}")
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{self.name} must be a number, got {value!r}")
+            if self.kind == "int" and int(value) != value:
+                raise ValueError(f"{self.name} must be a whole number, got {value!r}")
+            if not self.low <= value <= self.high:
+                raise ValueError(f"{self.name} must be in [{self.low}, {self.high}], got {value}")
+        if self.kind == "text" and not isinstance(value, str):
+            raise ValueError(f"{self.name} must be text, got {value!r}")
+
+
+def _triple(prefix: str, label: str, values, high: int, what: str):
+    return tuple(SettingSpec(f"{prefix}_{axis}", "int", int(v), f"{label} along {long} ({what}). Used when preset = "
+                             "custom.", low=1, high=high, step=1)
+                 for axis, long, v in zip("thw", ("frames", "height", "width"), values))
+
+
+APPLY: Tuple[SettingSpec, ...] = (
+    SettingSpec("mode", "combo", "auto", options=MODES, tooltip=(
+        "auto: the learned router when a ROUTER is connected, else the schedule. router: learned per-head routing "
+        "(needs a ROUTER). schedule: training-free, for models without routers: full attention before start_percent, "
+        "coreset in the early high-noise steps, sliding tile after switch_percent (VORTA Settings). full / sliding / "
+        "coreset: force one branch for every head (comparison).")),
+    SettingSpec("start_percent", "float", 0.0, low=0.0, high=1.0, step=0.01, tooltip=(
+        "Sampling progress where sparse attention starts; steps before it run full attention (converted through the "
+        "model's own sigma schedule).")),
+    SettingSpec("end_percent", "float", 1.0, low=0.0, high=1.0, step=0.01, tooltip=(
+        "Sampling progress where sparse attention ends; steps after it run full attention.")),
+    SettingSpec("dense_blocks", "text", "", tooltip=(
+        "Blocks that always use full attention, e.g. '0,1,38-39'. HunyuanVideo counts double blocks first, then "
+        "single blocks (single j = 20 + j for the 13B model).")),
+    SettingSpec("backend", "combo", "auto", options=BACKENDS, tooltip=(
+        "Sparse-branch kernels: auto (Triton on CUDA GPUs, else PyTorch), triton (error if unavailable), torch "
+        "(reference, slow; for checking).")),
+)
+
+GEOMETRY: Tuple[SettingSpec, ...] = (
+    SettingSpec("preset", "combo", "auto", options=PRESET_CHOICES, tooltip=(
+        "auto: the router's training settings, else the preset for the detected model and resolution. custom: the "
+        "tile/window/bucket/ratio inputs below. Or a named preset.")),
+    *_triple("tile", "Sliding tile size in tokens", _GEOMETRY_DEFAULT.tile, 64, "latent frames / patches"),
+    *_triple("window", "Sliding window in tiles", _GEOMETRY_DEFAULT.window, 31, "odd numbers are centred"),
+    *_triple("bucket", "Coreset bucket size in tokens", _GEOMETRY_DEFAULT.bucket, 16, "one center is always kept"),
+    SettingSpec("ratio", "float", _GEOMETRY_DEFAULT.ratio, low=0.0, high=0.95, step=0.05, tooltip=(
+        "Coreset: share of each bucket pruned (0.5 keeps the center and half of the rest). Used when preset = "
+        "custom.")),
+    SettingSpec("tau_sparse", "float", OFFICIAL_TAU_SPARSE, low=0.0, high=1.0, step=0.01, tooltip=(
+        "Router mode: a head whose top branch probability is below this uses full attention (0.3 = official "
+        "default, never fires; raise above 0.34 for more full heads).")),
+    SettingSpec("switch_percent", "float", 0.5, low=0.0, high=1.0, step=0.01, tooltip=(
+        "Schedule mode: coreset attention before this point (high noise), sliding tile after it.")),
+)
+
+SPECS: Dict[str, SettingSpec] = {s.name: s for s in APPLY + GEOMETRY}
+DEFAULTS: Dict[str, object] = {s.name: s.default for s in APPLY + GEOMETRY}
