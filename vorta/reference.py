@@ -137,7 +137,7 @@ def sliding_tile_attention(
 
 
 # Similarity key of a margin whose similarity is NaN: after every cosine (all lie in [-1, 1] up to rounding),
-# before the slots that are not margins (+inf).  Shared with kernels/coreset.py.
+# before the slots that are not margins (+inf).  Shared with vorta/kernels/coreset.py.
 NAN_SIMILARITY_KEY = 3.0
 
 
@@ -151,7 +151,7 @@ def coreset_select(x: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
     """(B, h, P) raster indices of the kept tokens of ``x`` (B, h, L, D), in the official pooled order:
     all bucket centers in bucket order, then each bucket's kept margins, least similar to the center first.
 
-    The tie rule (one total order, shared with ``kernels/coreset.py``): margins are ordered by (similarity,
+    The tie rule (one total order, shared with ``vorta/kernels/coreset.py``): margins are ordered by (similarity,
     slot) ascending, where the similarity is the fp32 cosine with the center and a NaN similarity counts as
     larger than every number (NaN/inf tokens are pruned first and copy their center); the center and the
     padding slots of a partial bucket are never ranked.  The official code computes in bf16 with an unstable

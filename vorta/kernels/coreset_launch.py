@@ -1,4 +1,4 @@
-"""Launcher of the coreset kernels (``kernels/coreset.py``) as the custom op ``vorta::coreset_attention``:
+"""Launcher of the coreset kernels (``vorta/kernels/coreset.py``) as the custom op ``vorta::coreset_attention``:
 argument checks, bucket tables, select+pool, cuDNN attention on the pooled sequence, unpool.
 
 Data moved: the kept video rows and the text rows of Q/K/V are copied into the pooled buffers (SDPA needs one

@@ -1,4 +1,4 @@
-"""Launcher of the sliding tile kernel (``kernels/sliding_tile.py``) as the custom op
+"""Launcher of the sliding tile kernel (``vorta/kernels/sliding_tile.py``) as the custom op
 ``vorta::sliding_tile_attention``: argument checks, launch configs, tile tables, the text-query split, and the
 fallback to smaller configs / the PyTorch reference when a GPU runs out of shared memory.
 
