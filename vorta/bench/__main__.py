@@ -1,10 +1,10 @@
-"""``python -m comfyui_vorta.vorta.bench {e2e,kernels,profile} [args...]``: dispatch to one benchmark."""
+"""``python -m comfyui_vorta.vorta.bench {e2e,kernels,profile,transfer} [args...]``: dispatch to one benchmark."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"e2e": "e2e", "kernels": "kernels", "profile": "profile_routed"}
+COMMANDS = {"e2e": "e2e", "kernels": "kernels", "profile": "profile_routed", "transfer": "calibration_transfer"}
 
 
 def main(argv=None) -> int:
