@@ -2,10 +2,11 @@
 from comfy_api.latest import ComfyExtension
 
 from .apply import VortaApply
+from .calibrate import VortaCalibrateRouter
 from .preview import VortaRoutingPreview
 from .router_loader import VortaRouterLoader
 
-NODES = [VortaRouterLoader, VortaApply, VortaRoutingPreview]
+NODES = [VortaRouterLoader, VortaApply, VortaRoutingPreview, VortaCalibrateRouter]
 
 
 class VortaExtension(ComfyExtension):
