@@ -13,7 +13,9 @@ from comfyui_vorta.vorta.comfy.settings import BACKENDS, MODES, PRESET_CHOICES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
-OURS = {"VortaRouterLoader": 1, "VortaApply": len(inspect.signature(build_settings).parameters), "VortaRoutingPreview": 0}
+# VortaApply: the settings, then audit_heads
+OURS = {"VortaRouterLoader": 1, "VortaApply": len(inspect.signature(build_settings).parameters) + 1,
+        "VortaRoutingPreview": 0}
 # core node types the workflows use, with their widget counts (KSampler: seed + control_after_generate + 5)
 CORE = {"UNETLoader": 2, "CLIPLoader": 3, "DualCLIPLoader": 4, "VAELoader": 1, "ModelSamplingSD3": 1,
         "CLIPTextEncode": 1, "FluxGuidance": 1, "EmptyHunyuanLatentVideo": 4, "KSampler": 7, "VAEDecode": 0,

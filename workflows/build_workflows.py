@@ -3,7 +3,8 @@
     python workflows/build_workflows.py
 
 Only core nodes plus ours.  A Note node in each workflow says which file goes where.  The widget order of
-VortaApply is the parameter order of ``vorta.comfy.options.build_settings`` (checked by tests/test_workflows.py).
+VortaApply is the parameter order of ``vorta.comfy.options.build_settings`` (checked by tests/test_workflows.py),
+then ``audit_heads``.
 """
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ class Graph:
                 "version": 0.4}
 
 
-def vorta_apply_widgets(mode="router", preset="auto", start=0.0, end=1.0, switch=0.5, dense="", tau=0.3):
-    # mode, preset, tile_t/h/w, window_t/h/w, bucket_t/h/w, ratio, tau_sparse, start, end, switch, dense_blocks, backend
-    return [mode, preset, 5, 9, 8, 3, 3, 3, 2, 3, 2, 0.5, tau, start, end, switch, dense, "auto"]
+def vorta_apply_widgets(mode="router", preset="auto", start=0.0, end=1.0, switch=0.5, dense="", tau=0.3, audit=0):
+    # mode, preset, tile_t/h/w, window_t/h/w, bucket_t/h/w, ratio, tau_sparse, start, end, switch, dense_blocks, backend,
+    # audit_heads
+    return [mode, preset, 5, 9, 8, 3, 3, 3, 2, 3, 2, 0.5, tau, start, end, switch, dense, "auto", audit]
 
 
 def build(unet, clip_node, clip_widgets, vae, width, height, length, shift, steps, cfg, prompt, note, apply_widgets,

@@ -170,3 +170,56 @@ def test_existing_checks_refuse_a_router_calibrated_on_another_model(pack, harne
     bundle = pack["VortaCalibrateRouter"].execute(**node_inputs(m, pos, neg, sigmas)).result[0]
     with pytest.raises(RouterFileError, match="does not fit this model.*it is a wan router but the model is hunyuan"):
         apply_vorta(harness.load("hunyuan"), Settings(mode="router"), bundle)
+
+
+def test_audit_reports_the_measured_error_of_the_chosen_branches(harness, models_dir):
+    """Apply VORTA's audit with a calibrated router: at the first step the run and the calibration see the same q/k/v,
+    so the audited errors equal the calibrated ones; a forced-full run audits as exact."""
+    import comfy.samplers
+
+    from comfyui_vorta.vorta.comfy.audit import enable_audit
+    from comfyui_vorta.vorta.comfy.calibrate import calibrate
+    from comfyui_vorta.vorta.comfy.calibrated_router import build_router
+    from comfyui_vorta.vorta.comfy.install import apply_vorta, find_patch
+    from comfyui_vorta.vorta.comfy.plan import RouterBundle
+    from comfyui_vorta.vorta.comfy.settings import Settings
+    from comfyui_vorta.vorta.config import VortaConfig
+
+    m = harness.load("wan_t2v")
+    pos, neg = conds(harness, "wan")
+    sigmas = comfy.samplers.calculate_sigmas(m.get_model_object("model_sampling"), "simple", 3)
+    cfg = VortaConfig(tile=(1, 2, 2), bucket=(1, 2, 2), ratio=0.25)
+    run = calibrate(m, pos, neg, {"samples": torch.zeros(LATENT)}, sigmas, comfy.samplers.sampler_object("euler"),
+                    3.0, 5, True, cfg, 1.0)
+    e = run.calibration.errors
+    knob = float(torch.minimum(e[..., 1], e[..., 2]).median())
+    result = build_router(run, run.adapter.time_mlp(m.get_model_object("diffusion_model")), knob)
+    patched = apply_vorta(m, Settings(mode="router"), RouterBundle(result.routers, cfg, "calibrated"))
+    audit = enable_audit(patched, heads=4, fraction=1.0)  # every (layer, head) of the tiny model
+    harness.sample(patched, LATENT, pos, neg, steps=3, seed=5)
+    first = [r for r in audit.records if abs(r[0] - float(run.calibration.t[0])) < 1e-3]
+    assert len(first) == 4 and {r[3] for r in first} == set(result.decisions[0].flatten().tolist())
+    for _, layer, head, branch, err in first:
+        assert branch == int(result.decisions[0, layer, head])
+        assert err == pytest.approx(float(e[0, layer, head, branch]), rel=1e-4, abs=1e-5)
+    summary = find_patch(patched).last_summary
+    assert "audit (4 (layer, head) per step, 100.0% of query tiles)" in summary and "(n=" in summary
+
+    full = apply_vorta(m, Settings(mode="full"), None)
+    audit = enable_audit(full, heads=2)
+    harness.sample(full, LATENT, pos, neg, steps=2)
+    assert audit.errors[0] and max(audit.errors[0]) < 1e-5 and not audit.errors[1] and not audit.errors[2]
+    assert "full mean 0.000" in find_patch(full).last_summary
+
+
+def test_apply_node_audit_input(pack, harness):
+    apply = pack["VortaApply"]
+    inputs = {i.id: i for i in apply.define_schema().inputs}
+    assert inputs["audit_heads"].default == 0 and list(inputs)[-1] == "audit_heads"  # last: old workflows keep working
+    defaults = {k: i.default for k, i in inputs.items() if getattr(i, "default", None) is not None}
+    m = harness.load("wan_t2v")
+    patched = apply.execute(model=m, **{**defaults, "mode": "sliding", "audit_heads": 2}).result[0]
+    harness.sample(patched, LATENT, *conds(harness, "wan"), steps=2)
+    from comfyui_vorta.vorta.comfy.install import find_patch
+
+    assert "error vs full attention of the chosen branch: sliding mean" in find_patch(patched).last_summary
