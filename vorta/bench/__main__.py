@@ -1,10 +1,11 @@
-"""``python -m comfyui_vorta.vorta.bench {e2e,kernels,profile,transfer} [args...]``: dispatch to one benchmark."""
+"""``python -m comfyui_vorta.vorta.bench {e2e,kernels,profile,transfer,calibrate} [args...]``: dispatch to one benchmark."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"e2e": "e2e", "kernels": "kernels", "profile": "profile_routed", "transfer": "calibration_transfer"}
+COMMANDS = {"e2e": "e2e", "kernels": "kernels", "profile": "profile_routed", "transfer": "calibration_transfer",
+            "calibrate": "calibration_cost"}
 
 
 def main(argv=None) -> int:

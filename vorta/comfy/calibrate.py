@@ -95,6 +95,18 @@ class CalibrationRun:
     model_sampling: object
 
 
+def calibration_model(model, config: Optional[VortaConfig] = None, fraction: float = DEFAULT_FRACTION):
+    """(clone of ``model`` that measures every self-attention call, its CalibrationPatch); the measurements pool in
+    ``holder.table``.  ``calibrate`` samples with it; the device benchmark times its steps."""
+    dm = model.get_model_object("diffusion_model")
+    adapter = detect(dm)
+    holder = CalibrationPatch(adapter, config, model.get_model_object("model_sampling"), fraction,
+                              CalibrationTable(adapter.num_layers, adapter.heads))
+    m = model.clone()
+    holder.install(m)
+    return m, holder
+
+
 def _fixed_latent(model, latent: dict) -> torch.Tensor:
     import comfy.sample
 
@@ -116,13 +128,8 @@ def calibrate(model, positive, negative, latent: dict, sigmas: torch.Tensor, sam
     import latent_preview
     from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, Noise_RandomNoise
 
-    dm = model.get_model_object("diffusion_model")
-    adapter = detect(dm)
-    ms = model.get_model_object("model_sampling")
-    table = CalibrationTable(adapter.num_layers, adapter.heads)
-    m = model.clone()
-    holder = CalibrationPatch(adapter, config, ms, fraction, table)
-    holder.install(m)
+    m, holder = calibration_model(model, config, fraction)
+    adapter, ms, table = holder.adapter, holder.plan.model_sampling, holder.table
     out = latent.copy()
     x = _fixed_latent(m, latent)
     out["samples"] = x
