@@ -116,7 +116,8 @@ def _attend(q, k, v, mask: Optional[torch.Tensor], max_elements: int = MAX_ELEME
     return torch.cat([sdpa(q[:, :, i:i + step], k, v, m(i)) for i in range(0, R, step)], 2)
 
 
-def full_rows(q, k, v, p: AttentionProblem, rows: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+def full_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: AttentionProblem, rows: torch.Tensor,
+              max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Full attention for video query ``rows`` (raster) of head-split ``[B, h, S, D]`` tensors -> (B, h, R, D)."""
     B, h, _, D = q.shape
     v0 = p.video_row0
@@ -177,7 +178,8 @@ def _select(x: torch.Tensor, tables) -> torch.Tensor:
     return torch.cat([center_idx.expand(B, h, -1), kept_raster], 2)
 
 
-def sliding_rows(q, k, v, p: AttentionProblem, sample: RowSample, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+def sliding_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: AttentionProblem, sample: RowSample,
+                 max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Sliding-tile attention for the sampled tiles' rows -> (B, h, R, D), in ``sample.rows`` order."""
     B, h, _, D = q.shape
     L, v0, dev = p.grid.numel, p.video_row0, q.device
@@ -215,7 +217,8 @@ def sliding_rows(q, k, v, p: AttentionProblem, sample: RowSample, max_elements: 
     return torch.cat(out, 2).index_select(2, keep_dev)
 
 
-def coreset_rows(q, k, v, p: AttentionProblem, rows: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+def coreset_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: AttentionProblem, rows: torch.Tensor,
+                 max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Coreset attention for video query ``rows`` (raster, on the device) -> (B, h, R, D): the whole grid is
     selected (the pooled keys need every bucket), but attention runs only for the rows asked for (a pruned row
     copies its center's output)."""

@@ -23,7 +23,7 @@ import argparse
 import datetime
 import sys
 import time
-from typing import Dict, List
+from typing import Dict
 
 import torch
 
