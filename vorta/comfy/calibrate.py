@@ -74,9 +74,13 @@ class CalibrationPatch(VortaPatch):
         problem = state.problem if text_valid is None else dataclasses.replace(state.problem, text_valid=text_valid)
         layer = tag[1] if tag[0] != "single" else self.adapter.double + tag[1]
         qs, ks, vs = (as_bshd(x, layout, heads) for x in (q, k, v))
-        with torch.no_grad():
-            e = branch_errors(qs, ks, vs, problem, full_out=as_bshd(out, "wan", heads), fraction=self.fraction,
-                              salt=layer * 100003 + int(round(state.t * 16)))
+        try:
+            with torch.no_grad():
+                e = branch_errors(qs, ks, vs, problem, full_out=as_bshd(out, "wan", heads), fraction=self.fraction,
+                                  salt=layer * 100003 + int(round(state.t * 16)))
+        except torch.cuda.OutOfMemoryError:  # the measurement must not end the user's run; the report counts it
+            self.table.skip("out of GPU memory while measuring (lower sample_fraction)")
+            return out
         self.table.add(state.t, state.sigma, layer, e)
         self.problem = state.problem
         return out

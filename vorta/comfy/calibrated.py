@@ -6,6 +6,7 @@ import logging
 from typing import Optional
 
 from ..calibration_file import CalibrationInfo, check_reproduces
+from ..router_files import RouterFileError
 
 log = logging.getLogger("vorta")
 
@@ -25,7 +26,13 @@ def check_calibrated(bundle, adapter, dm) -> Optional[CalibrationInfo]:
     if info is None:
         return None
     mlp = adapter.time_mlp(dm)
-    share = check_reproduces(bundle.routers, info, adapter.family, mlp, source=source, device=_device(mlp))
+    try:
+        share = check_reproduces(bundle.routers, info, adapter.family, mlp, source=source, device=_device(mlp))
+    except RouterFileError:
+        raise
+    except Exception as e:  # weights ComfyUI has not materialised yet, exotic storage: sampling will tell
+        log.warning("VORTA: could not check %s on this model before sampling (%s: %s)", source, type(e).__name__, e)
+        return info
     if share < 0.99:
         log.warning("VORTA: %s reproduces %.1f%% of its calibrated decisions on this model (calibrated on %s); "
                     "calibrate this model for its own router", source, 100 * share, info.model or "another model")
