@@ -2,11 +2,12 @@
 from comfy_api.latest import ComfyExtension
 
 from .apply import VortaApply
+from .calibrate import VortaCalibrateRouter
 from .preview import VortaRoutingPreview
 from .router_loader import VortaRouterLoader
 from .settings import VortaSettings
 
-NODES = [VortaRouterLoader, VortaSettings, VortaApply, VortaRoutingPreview]
+NODES = [VortaRouterLoader, VortaSettings, VortaApply, VortaRoutingPreview, VortaCalibrateRouter]
 
 
 class VortaExtension(ComfyExtension):

@@ -1,6 +1,7 @@
 """Apply VORTA: MODEL (+ ROUTER, + VORTA Settings) -> MODEL with routed sparse self-attention."""
 from comfy_api.latest import io
 
+from ..vorta.comfy.audit import enable_audit
 from ..vorta.comfy.install import apply_vorta
 from ..vorta.comfy.options import build_settings
 from ..vorta.comfy.setting_specs import APPLY
@@ -32,5 +33,8 @@ class VortaApply(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, router=None, settings=None, **inputs) -> io.NodeOutput:
-        return io.NodeOutput(apply_vorta(model, build_settings(**inputs, **(settings or {})), router))
+    def execute(cls, model, router=None, settings=None, audit_heads=0, **inputs) -> io.NodeOutput:
+        patched = apply_vorta(model, build_settings(**inputs, **(settings or {})), router)
+        if audit_heads:
+            enable_audit(patched, audit_heads)
+        return io.NodeOutput(patched)

@@ -19,7 +19,7 @@ def test_e2e_bench_tiny(tmp_path):
         env["VORTA_COMFYUI_STUBS"] = stub_dir()
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "e2e.py"), "--tiny", "--model", "wan,wan5b,hunyuan",
                         "--repeats", "1", "--md", str(md)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     text = md.read_text()
     assert "stopped by" not in text and "skipped" not in text, text

@@ -21,7 +21,7 @@ def pack(comfy):
 
 
 def test_node_schemas_have_prefixed_ids_and_tooltips(pack):
-    assert set(pack) == {"VortaRouterLoader", "VortaSettings", "VortaApply", "VortaRoutingPreview"}
+    assert set(pack) == {"VortaRouterLoader", "VortaSettings", "VortaApply", "VortaRoutingPreview", "VortaCalibrateRouter"}
     for node in pack.values():
         schema = node.define_schema()
         assert schema.category.startswith("vorta")

@@ -34,3 +34,11 @@ def router_path(name: str) -> str:
 
     register_router_folder()
     return folder_paths.get_full_path_or_raise(FOLDER, name)
+
+
+def router_folder() -> str:
+    """Where new router files go: ``models/vorta`` (the first ``vorta`` folder, see ``register_router_folder``)."""
+    import folder_paths
+
+    register_router_folder()
+    return folder_paths.get_folder_paths(FOLDER)[0]

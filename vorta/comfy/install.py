@@ -27,6 +27,7 @@ from ..kernels import select_branches, triton_unavailable_reason
 from ..router_files import check_fits
 from ..routing import Branches
 from .adapters import CallLayout, detect, resolve
+from .calibrated import check_calibrated, watch_sigma_range
 from .override import OVERRIDE, PREFERRED, PREV, STATE, TAG, CallRouter, CallState, is_ours, ours
 from .plan import RouterBundle, RoutingPlan
 from .settings import Settings, describe
@@ -207,6 +208,7 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
                              "released router use mode 'schedule', or 'full'/'sliding'/'coreset' to force one branch.")
         check_fits(bundle.routers, adapter.family, adapter.num_layers, adapter.heads, adapter.dim,
                    source=f"router {bundle.name or ''}".strip())
+    calibrated = check_calibrated(bundle, adapter, dm) if settings.mode == "router" else None
     if settings.dense_blocks:
         bad = sorted(i for i in settings.dense_blocks if i >= adapter.num_layers)
         if bad:
@@ -221,7 +223,10 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
     except Exception:  # pragma: no cover
         model_sampling = None
     m = model.clone()
-    VortaPatch(adapter, settings, bundle, model_sampling).install(m)
+    holder = VortaPatch(adapter, settings, bundle, model_sampling)
+    holder.install(m)
+    if calibrated is not None:
+        watch_sigma_range(holder, calibrated)
     return m
 
 

@@ -22,6 +22,7 @@ class RunStats:
     fallbacks: Dict[str, int] = field(default_factory=dict)
     core_sparse_exact: int = 0  # routed calls whose full heads stepped over core's "Model Sparse Attention"
     core_sparse_kept: int = 0  # calls VORTA did not route, left to core's "Model Sparse Attention"
+    reporters: list = field(default_factory=list)  # objects with reset() and summary() -> str: added to the line
     _logged: set = field(default_factory=set)
 
     def reset(self) -> None:
@@ -30,6 +31,8 @@ class RunStats:
         self.routed_calls = self.model_calls = 0
         self.fallbacks = {}
         self.core_sparse_exact = self.core_sparse_kept = 0
+        for r in self.reporters:
+            r.reset()
 
     def add_call(self, heads_per_branch: Sequence[int], flops: Optional[Dict[str, float]]) -> None:
         self.routed_calls += 1
@@ -69,4 +72,8 @@ class RunStats:
         if self.core_sparse_exact or self.core_sparse_kept:
             line += (f"; core Model Sparse Attention is chained: VORTA's full heads ran exact on the backend beneath it "
                      f"({self.core_sparse_exact} calls), core kept {self.core_sparse_kept} calls VORTA did not route")
+        for r in self.reporters:
+            extra = r.summary()
+            if extra:
+                line += "; " + extra
         return line

@@ -1,0 +1,103 @@
+"""The decision rule of a calibration (one knob, ``max_error``), its trade-off curve, and decisions at any timestep.
+
+Rule: per (timestep, layer, head), the branch with the fewest attention FLOPs among those whose calibrated error
+(relative L2 of the attention output against full, ``vorta.calibrate``) is at most ``max_error``; full attention
+(error 0) is always allowed, so a head no sparse branch serves well enough stays exact.  A NaN error (nothing
+measured) never passes, so unmeasured heads stay full.
+
+Between calibrated timesteps the errors are interpolated linearly in t and the rule is applied to the result;
+beyond the calibrated range the nearest calibrated timestep's errors are used (constant extrapolation).  Why
+errors and not decisions: the errors move smoothly with the noise level, so interpolating them places each switch
+between two calibrated steps where the error crosses the budget, instead of at the midpoint a nearest-step table
+would choose (``bench/results`` and the README compare both on schedules not used in calibration).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import torch
+
+from .config import BRANCHES, CORESET, FULL, SLIDING
+from .routing import AttentionProblem, attention_flops
+
+DEFAULT_BUDGETS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+
+
+def branch_costs(problem: AttentionProblem) -> torch.Tensor:
+    """(3,) attention FLOPs of one head per branch (full, coreset, sliding) relative to dense, for this grid."""
+    f = attention_flops(problem, 1, [1, 1, 1])
+    dense = f["dense"] / 3.0
+    return torch.tensor([f[b] / dense for b in BRANCHES], dtype=torch.float64)
+
+
+def decide(errors: torch.Tensor, costs: torch.Tensor, max_error: float) -> torch.Tensor:
+    """(...) int64 branch per head from (..., 3) errors: the cheapest branch within ``max_error``, else full."""
+    allowed = errors <= max_error  # NaN -> False
+    allowed[..., FULL] = True
+    cost = torch.where(allowed, costs.to(errors.device, torch.float64), torch.inf)
+    return cost.argmin(dim=-1)
+
+
+def chosen_error(errors: torch.Tensor, decisions: torch.Tensor) -> torch.Tensor:
+    """(...) calibrated error of the chosen branch (0 for full)."""
+    e = errors.gather(-1, decisions.unsqueeze(-1)).squeeze(-1)
+    return torch.where(decisions == FULL, torch.zeros_like(e), e)
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One knob value: attention FLOPs (share of dense) and the error of the chosen branches."""
+
+    max_error: float
+    flops: float  # executed / dense attention FLOPs over all (step, layer, head)
+    mean_error: float  # mean over (step, layer, head) of the chosen branch's calibrated error
+    worst_error: float  # largest chosen error (<= max_error by construction)
+    shares: tuple  # (full, coreset, sliding) share of heads
+
+    @property
+    def saved(self) -> float:
+        return 1.0 - self.flops
+
+
+def evaluate(errors: torch.Tensor, costs: torch.Tensor, max_error: float) -> TradeoffPoint:
+    """The rule at one knob value over a whole (steps, layers, heads, 3) table."""
+    d = decide(errors, costs, max_error)
+    e = chosen_error(errors, d)
+    counts = torch.bincount(d.flatten(), minlength=3).double()
+    n = max(1.0, float(counts.sum()))
+    flops = float((counts * costs.double()).sum() / n)
+    return TradeoffPoint(float(max_error), flops, float(e.mean()) if e.numel() else 0.0,
+                         float(e.max()) if e.numel() else 0.0, tuple((counts / n).tolist()))
+
+
+def tradeoff(errors: torch.Tensor, costs: torch.Tensor, budgets: Sequence[float] = DEFAULT_BUDGETS) -> List[TradeoffPoint]:
+    """The trade-off curve: the rule at every knob value in ``budgets``."""
+    return [evaluate(errors, costs, b) for b in budgets]
+
+
+def errors_at(cal_t: torch.Tensor, cal_errors: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(M, ...) errors at timesteps ``t`` by linear interpolation in t between the calibrated timesteps
+    ``cal_t`` (N,) with errors (N, ...); constant beyond the calibrated range."""
+    order = torch.argsort(cal_t)
+    ct, ce = cal_t[order].double(), cal_errors[order].double()
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    if ct.numel() == 1:
+        return ce[:1].expand(t.numel(), *ce.shape[1:]).clone()
+    hi = torch.searchsorted(ct, t.clamp(ct[0], ct[-1]), right=False).clamp(1, ct.numel() - 1)
+    lo = hi - 1
+    w = ((t.clamp(ct[0], ct[-1]) - ct[lo]) / (ct[hi] - ct[lo])).clamp(0, 1)
+    w = w.reshape(-1, *([1] * (ce.ndim - 1)))
+    mixed = ce[lo] * (1 - w) + ce[hi] * w
+    return torch.where(w == 0, ce[lo], torch.where(w == 1, ce[hi], mixed))  # exact at a calibrated t, NaN or not
+
+
+def nearest_at(cal_t: torch.Tensor, cal_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(M, ...) the value of the nearest calibrated timestep (the simple table the interpolation is compared to)."""
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    idx = (t[:, None] - cal_t.double()[None, :]).abs().argmin(1)
+    return cal_values[idx]
+
+
+__all__ = ["DEFAULT_BUDGETS", "branch_costs", "decide", "chosen_error", "TradeoffPoint", "evaluate", "tradeoff",
+           "errors_at", "nearest_at", "FULL", "CORESET", "SLIDING"]

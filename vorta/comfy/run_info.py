@@ -1,0 +1,70 @@
+"""What a calibration run used, read from ComfyUI objects for the router file's metadata: the model file, the
+sampler, the scheduler behind a SIGMAS tensor, the shift, and which part of the schedule it covered (experts)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+
+def model_file_name(model) -> str:
+    """The file a MODEL was loaded from where ComfyUI records it (``cached_patcher_init``, newer ComfyUI), else ''."""
+    init = getattr(model, "cached_patcher_init", None)
+    try:
+        path = init[1][0]
+    except (TypeError, IndexError, KeyError):
+        return ""
+    return os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else ""
+
+
+def sampler_name(sampler) -> str:
+    """``euler`` for ComfyUI's KSAMPLER objects (``sample_euler``), else the object's class name."""
+    fn = getattr(sampler, "sampler_function", None)
+    name = getattr(fn, "__name__", "") or type(sampler).__name__
+    return name[len("sample_"):] if name.startswith("sample_") else name
+
+
+def model_shift(model_sampling) -> Optional[float]:
+    shift = getattr(model_sampling, "shift", None)
+    try:
+        return float(shift) if shift is not None else None
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+
+
+def scheduler_name(model_sampling, sigmas: torch.Tensor, max_factor: int = 4) -> str:
+    """The ComfyUI scheduler (and steps) SIGMAS came from: ``simple``, or ``simple, steps 8-20 of 20`` for a part
+    cut out with SplitSigmas (two-expert models); ``custom`` when none matches."""
+    import comfy.samplers
+
+    s = sigmas.detach().reshape(-1).double().cpu()
+    n = s.numel() - 1
+    if n < 1:
+        return "custom"
+    for name in comfy.samplers.SCHEDULER_NAMES:
+        for total in range(n, max_factor * n + 1):
+            try:
+                full = comfy.samplers.calculate_sigmas(model_sampling, name, total).double().cpu()
+            except Exception:  # a scheduler that does not apply to this model
+                break
+            for start in range(0, full.numel() - s.numel() + 1):
+                if torch.allclose(full[start:start + s.numel()], s, rtol=1e-4, atol=1e-6):
+                    if total == n:
+                        return name
+                    return f"{name}, steps {start}-{start + n} of {total}"
+    return "custom"
+
+
+def expert_part(model_sampling, sigmas: torch.Tensor) -> str:
+    """Which part of the model's noise range SIGMAS covers: ``all``, ``high-noise`` (ends before sigma 0: the first
+    expert of a two-expert model), ``low-noise`` (starts below the model's largest sigma) or ``middle``."""
+    s = sigmas.reshape(-1).double().cpu()
+    top = float(getattr(model_sampling, "sigma_max", s[0]))
+    starts_top = float(s[0]) >= top * (1 - 1e-3)
+    ends_zero = float(s[-1]) <= 1e-6 or float(s[-1]) <= float(getattr(model_sampling, "sigma_min", 0.0)) * (1 + 1e-3)
+    if starts_top and ends_zero:
+        return "all"
+    if starts_top:
+        return "high-noise"
+    return "low-noise" if ends_zero else "middle"
