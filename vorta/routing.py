@@ -44,6 +44,16 @@ class AttentionProblem:
     def seq_len(self) -> int:
         return self.grid.numel + self.text_len
 
+    @property
+    def video_row0(self) -> int:
+        """Sequence row of video token 0 (``sequence_rows``)."""
+        return sequence_rows(self.grid.numel, self.text_len, self.text_first)[0]
+
+    @property
+    def text_row0(self) -> int:
+        """Sequence row of text token 0 (``sequence_rows``)."""
+        return sequence_rows(self.grid.numel, self.text_len, self.text_first)[1]
+
 
 def sequence_rows(video_len: int, text_len: int, text_first: bool) -> Tuple[int, int]:
     """(video_row0, text_row0): video token r is sequence row video_row0 + r, text token j is text_row0 + j.

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 
-from test_server import HERE, ROOT, _free_port, _get, _post
+from .server import HERE, ROOT, free_port as _free_port, get_json as _get
+from .test_server import _post
 
 CUSTOM = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
           "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5}
-APPLY = {"mode": "router", "preset": "auto", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3,
-         "window_w": 3, "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3,
-         "start_percent": 0.0, "end_percent": 1.0, "switch_percent": 0.5, "dense_blocks": "", "backend": "auto"}
+APPLY = {"mode": "router", "start_percent": 0.0, "end_percent": 1.0, "dense_blocks": "", "backend": "auto",
+         "audit_heads": 0}
 
 
 def common():
