@@ -3,9 +3,11 @@ the brute force, with NaN/inf inputs, exact ties, text before or after the video
 forced through ``VORTA_STA_CONFIG``.  Used by ``tests/test_fuzz.py`` (small, CPU interpreter) and
 ``bench/fuzz_device.py`` (many cases, GPU).
 
-A case passes when, head by head, the kernels' output is non-finite exactly where the reference's is and close
-where finite, the reference matches the brute force (small cases), and an unsupported head dim is refused
-with a clear error.  Seeds come from ``random.Random(seed)`` / ``torch.Generator`` only."""
+A case passes when no NaN/inf crosses a (batch element, head) boundary, head by head the kernels' output is
+non-finite exactly where the reference's is (the definition on the CPU for our Triton math; on a GPU, for the
+parts that are PyTorch SDPA there, the reference run on the GPU: see ``judge``) and close to the definition where
+finite, the reference matches the brute force (small cases), and an unsupported head dim is refused with a clear
+error.  Seeds come from ``random.Random(seed)`` / ``torch.Generator`` only."""
 from __future__ import annotations
 
 import math
@@ -19,7 +21,7 @@ import torch
 from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta import reference
 from comfyui_vorta.vorta.geometry import BucketLayout, TokenGrid
-from comfyui_vorta.vorta.routing import REFERENCE_BRANCHES, AttentionProblem, routed_attention
+from comfyui_vorta.vorta.routing import REFERENCE_BRANCHES, AttentionProblem, Branches, routed_attention
 
 from brute_force import coreset_brute, masked_attention, sliding_mask, with_text_mask
 from poison import guarded, poisoned_empty
@@ -182,15 +184,18 @@ def brute(case: Case, qkv, head: int) -> torch.Tensor:
 
 
 TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+BRANCH_NAMES = ("full", "coreset", "sliding")
+FAILURES = ("mismatch", "nonfinite", "leak", "brute", "oob", "error")  # verdicts that fail a run
 
 
-def compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> Optional[str]:
-    """None when ``got`` is non-finite exactly where ``ref`` is and close elsewhere; else what differs."""
-    bad_got, bad_ref = ~torch.isfinite(got), ~torch.isfinite(ref)
+def compare(got: torch.Tensor, ref: torch.Tensor, tol: float, where: Optional[torch.Tensor] = None) -> Optional[str]:
+    """None when ``got`` is non-finite exactly where ``where`` is (default: ``ref``) and close to ``ref`` where both
+    are finite; else what differs."""
+    bad_got, bad_ref = ~torch.isfinite(got), ~torch.isfinite(ref if where is None else where)
     if not torch.equal(bad_got, bad_ref):
-        where = (bad_got ^ bad_ref).nonzero()[:3].tolist()
-        return f"non-finite at {int(bad_got.sum())} places vs reference {int(bad_ref.sum())} (first differing {where})"
-    ok = ~bad_ref
+        diff = (bad_got ^ bad_ref).nonzero()[:3].tolist()
+        return f"non-finite at {int(bad_got.sum())} places vs reference {int(bad_ref.sum())} (first differing {diff})"
+    ok = ~bad_got & torch.isfinite(ref)
     if ok.any():
         err = float((got[ok].double() - ref[ok].double()).norm() / ref[ok].double().norm().clamp_min(1e-6))
         if err > tol:
@@ -198,11 +203,63 @@ def compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> Optional[str]:
     return None
 
 
-def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_len: int = 80) -> Tuple[str, str]:
+def leaks(out: torch.Tensor, qkv) -> List[List[int]]:
+    """[b, h] pairs where ``out`` (B, H, S, D) is non-finite although none of q, k, v (B, H, S, D) has a
+    non-finite value in that batch element and head: a NaN/inf that crossed a (batch, head) boundary."""
+    dirty = torch.zeros(out.shape[:2], dtype=torch.bool)
+    for x in qkv:
+        dirty |= (~torch.isfinite(x)).flatten(2).any(2)
+    return ((~torch.isfinite(out)).flatten(2).any(2) & ~dirty).nonzero().tolist()
+
+
+def judge(case: Case, got: torch.Tensor, ref: torch.Tensor, qkv, tol: float, device_ref: Optional[torch.Tensor] = None,
+          sliding_fell_back: bool = False, info: Optional[dict] = None) -> Tuple[str, str]:
+    """The verdict on one case's output ``got`` (B, H, S, D, fp32 on the CPU) against ``ref``, the definition
+    (the reference on the CPU), and ``device_ref``, the PyTorch reference run on the kernels' device with their
+    tensors (None on the CPU: there it is ``ref``).
+
+    * 'leak': a NaN/inf in a (batch element, head) whose inputs hold none, whatever the branch and reference.
+    * Where non-finite values may be: a head whose math is PyTorch SDPA on the device (full heads; coreset heads,
+      whose pooled attention is the reference's own call; sliding heads when no launch config fitted and the
+      reference ran) exactly where ``device_ref`` has them, since SDPA backends do not follow the definition for
+      NaN/inf.  Sliding heads run by the kernel exactly where the definition has them.  Else 'nonfinite'.
+    * Values: close to the definition wherever both are finite ('mismatch').
+    A coreset head that differs where two boundary similarities are within 1e-5 is a 'near-tie'.  ``info`` gets
+    ``sdpa_differs``: heads whose device SDPA puts NaN/inf elsewhere than the definition (expected, not a failure)."""
+    bad = leaks(got, qkv)
+    if bad:
+        return "leak", f"non-finite output in (batch, head) {bad[:4]}, whose inputs are all finite"
+    differs = 0
+    for h in range(case.heads):
+        branch = case.decisions[h]
+        on_sdpa = device_ref is not None and (branch != 2 or sliding_fell_back)
+        where = device_ref[:, h] if on_sdpa else None
+        if on_sdpa and not torch.equal(torch.isfinite(device_ref[:, h]), torch.isfinite(ref[:, h])):
+            differs += 1
+        why = compare(got[:, h], ref[:, h], tol, where)
+        if not why:
+            continue
+        what = f"head {h} ({BRANCH_NAMES[branch]}{', device SDPA' if on_sdpa else ''}): {why}"
+        if branch == 1 and 0 < selection_gap(case, qkv, h) < 1e-5:
+            return "near-tie", what
+        return ("nonfinite" if why.startswith("non-finite") else "mismatch"), what
+    if info is not None:
+        info["sdpa_differs"] = differs  # of the heads that passed (all of them when the verdict is ok)
+    return "ok", ""
+
+
+def _not_needed(q, k, v, heads, out, problem) -> None:
+    """A branch that writes nothing: sliding heads run by the kernel are judged against the definition only."""
+
+
+def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_len: int = 80,
+             info: Optional[dict] = None, device_reference: Optional[bool] = None) -> Tuple[str, str]:
     """(verdict, detail): verdict 'ok', 'refused' (unsupported head dim, clear error), 'mismatch', 'nonfinite',
-    'brute', 'oob' (a write past a buffer), 'error', 'no-kernel' (the forced launch config did not fit: the
-    reference ran) or 'near-tie' (a coreset head differs where two similarities at the keep boundary are within
-    1e-5 but not equal: fp32 rounding decides, not the tie rule)."""
+    'leak' (see ``judge``), 'brute' (the reference against the brute force), 'oob' (a write past a buffer),
+    'error', 'no-kernel' (the forced launch config did not fit: the sliding heads ran the reference, checked as
+    such) or 'near-tie' (a coreset head differs where two similarities at the keep boundary are within 1e-5 but
+    not equal: fp32 rounding decides, not the tie rule).  ``info``: filled by ``judge``.  ``device_reference``:
+    judge the SDPA heads against the reference run on ``device`` (default: when that is not the CPU)."""
     from comfyui_vorta.vorta.kernels import sliding_launch
     from comfyui_vorta.vorta.kernels.launch import TRITON_BRANCHES
 
@@ -215,7 +272,14 @@ def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_le
     p = problem_of(case, device)
     decisions = torch.tensor(case.decisions)
     sparse = any(d in (1, 2) for d in case.decisions)
-    no_config = dict(sliding_launch._NO_CONFIG)
+    fell_back = []  # the sliding branch ran the reference (no launch config fits; known or found in this call)
+    fallback = sliding_launch.reference_sliding
+
+    def recorded_fallback(*args, **kw):
+        fell_back.append(True)
+        return fallback(*args, **kw)
+
+    sliding_launch.reference_sliding = recorded_fallback
     try:
         with poisoned_empty() as buffers:
             out = routed_attention(q, k, v, case.heads, decisions, p, layout=case.layout, branches=TRITON_BRANCHES)
@@ -227,36 +291,38 @@ def run_case(case: Case, device, kernel_tol: Optional[dict] = None, brute_max_le
     except Exception as e:  # noqa: BLE001 - the fuzz reports every failure
         return "error", f"{type(e).__name__}: {e}"
     finally:
+        sliding_launch.reference_sliding = fallback
         os.environ.pop("VORTA_STA_CONFIG", None)
     if case.head_dim not in (64, 128) and sparse:
         return "error", f"head dim {case.head_dim} was not refused"
     if oob:
         return "oob", oob
-    if sliding_launch._NO_CONFIG != no_config:
-        return "no-kernel", f"launch config {case.sta_config} did not fit this GPU"
     cpu = [x.cpu().float() for x in (q, k, v)]
-    p_cpu = problem_of(case, "cpu")
-    ref = routed_attention(*cpu, case.heads, decisions, p_cpu, layout=case.layout, branches=REFERENCE_BRANCHES)
-    got_h, ref_h = _heads_view(out, case), _heads_view(ref, case)
+    ref = routed_attention(*cpu, case.heads, decisions, problem_of(case, "cpu"), layout=case.layout,
+                           branches=REFERENCE_BRANCHES)
+    device_ref = None
+    if device_reference or (device_reference is None and torch.device(device).type != "cpu"):
+        # the reference on the kernels' device and tensors: SDPA as they run it
+        sdpa_heads = Branches(sliding=REFERENCE_BRANCHES.sliding if fell_back else _not_needed)  # judge's use
+        device_ref = _heads_view(routed_attention(q, k, v, case.heads, decisions, p, layout=case.layout,
+                                                  branches=sdpa_heads), case)
     qkv = [x.view(case.batch, -1, case.heads, case.head_dim).transpose(1, 2) if case.layout == "wan" else x
            for x in cpu]  # (B, H, S, D)
-    checks = [("kernel", got_h, tol)]
+    ref_h = _heads_view(ref, case)
+    verdict, detail = judge(case, _heads_view(out, case), ref_h, qkv, tol, device_ref, bool(fell_back), info)
+    if verdict != "ok":
+        return verdict, detail
     if case.video_len <= brute_max_len:
-        checks.append(("brute", None, 2e-5))
-    for name, got, tol_ in checks:
         for h in range(case.heads):
-            why = compare(brute(case, qkv, h) if got is None else got[:, h],
-                          ref_h[:, h].double() if got is None else ref_h[:, h], tol_)
-            if not why:
-                continue
-            what = f"{'reference vs brute force, ' if got is None else ''}head {h} ({BRANCH_NAMES[case.decisions[h]]}): {why}"
-            if case.decisions[h] == 1 and 0 < selection_gap(case, qkv, h) < 1e-5:
-                return "near-tie", what
-            return ("brute" if got is None else "nonfinite" if why.startswith("non-finite") else "mismatch"), what
+            why = compare(brute(case, qkv, h), ref_h[:, h].double(), 2e-5)
+            if why:
+                what = f"reference vs brute force, head {h} ({BRANCH_NAMES[case.decisions[h]]}): {why}"
+                if case.decisions[h] == 1 and 0 < selection_gap(case, qkv, h) < 1e-5:
+                    return "near-tie", what
+                return "brute", what
+    if fell_back:
+        return "no-kernel", f"launch config {case.sta_config} did not fit (the sliding heads ran the reference)"
     return "ok", ""
-
-
-BRANCH_NAMES = ("full", "coreset", "sliding")
 
 
 def selection_gap(case: Case, qkv, head: int) -> float:

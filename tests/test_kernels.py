@@ -155,3 +155,40 @@ def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     else:
         assert "no launch config of the sliding tile kernel fits this GPU" in caplog.text
         assert fake.tried == [32, 16], "the second call must not retry configs known not to fit"
+
+
+def test_no_fit_memory_is_per_head_dim(monkeypatch):
+    """A config list that does not fit for one head dim may fit for a smaller one: the launcher's memory of
+    configs that did not fit is per (device, dtype, head dim, configs); it used to leave the head dim out, so
+    after a head dim that did not fit, every other head dim ran the reference too."""
+    from comfyui_vorta.kernels import sliding_launch as launch
+
+    monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
+    configs = [launch.LaunchConfig(32, 32, 4, 1, False)]
+    monkeypatch.setattr(launch, "sliding_configs", lambda *a, **kw: configs)
+    monkeypatch.setattr(launch, "_WORKING_CONFIG", {})
+    monkeypatch.setattr(launch, "_NO_CONFIG", {})
+    real = launch.sliding_tile_fwd_kernel
+
+    class TooBigFor32:
+        def __getitem__(self, grid):
+            def run(*args, **kw):
+                if kw["HEAD_DIM"] == 32:
+                    from triton.runtime.errors import OutOfResources
+                    raise OutOfResources(232448, 101376, "shared memory")
+                return real[grid](*args, **kw)
+            return run
+
+    monkeypatch.setattr(launch, "sliding_tile_fwd_kernel", TooBigFor32())
+    fell_back, fallback = [], launch.reference_sliding
+    monkeypatch.setattr(launch, "reference_sliding", lambda *a: fell_back.append(1) or fallback(*a))
+    g, tile, window = TokenGrid(2, 3, 4), (1, 3, 4), (3, 3, 3)
+    p = AttentionProblem(g, VortaConfig(tile=tile, window=window))
+    for D, expect_fallback in ((32, True), (16, False), (32, True)):
+        q, k, v = (as_bshd(x, "hunyuan", 1) for x in make(1, 1, g.numel, D, torch.float32, "hunyuan", seed=D))
+        out = torch.full(q.shape, float("nan"), device=DEV)
+        n = len(fell_back)
+        launch.triton_sliding(q, k, v, torch.tensor([0], device=DEV), out, p)
+        assert (len(fell_back) > n) == expect_fallback, D
+        ref = reference.sliding_tile_attention(*(x.transpose(1, 2).cpu() for x in (q, k, v)), g, tile, window)
+        assert rel(out.transpose(1, 2).cpu(), ref) < TOL[torch.float32]

@@ -18,11 +18,12 @@ def heads_first(x):
     return x.transpose(1, 2).float().cpu()
 
 
-def assert_same_nonfinite_and_close(got, ref, tol, what):
-    bad_got, bad_ref = ~torch.isfinite(got), ~torch.isfinite(ref)
+def assert_same_nonfinite_and_close(got, ref, tol, what, where=None):
+    """NaN/inf in ``got`` exactly where ``where`` (default ``ref``) has them, close to ``ref`` where finite."""
+    bad_got, bad_ref = ~torch.isfinite(got), ~torch.isfinite(ref if where is None else where)
     assert torch.equal(bad_got, bad_ref), (f"{what}: non-finite outputs at {bad_got.sum()} places, reference at "
                                           f"{bad_ref.sum()}; differing at {(bad_got ^ bad_ref).nonzero()[:5].tolist()}")
-    ok = ~bad_ref
+    ok = ~bad_got & torch.isfinite(ref)
     err = float((got[ok].double() - ref[ok].double()).norm() / ref[ok].double().norm().clamp_min(1e-12))
     assert err < tol, f"{what}: relative error {err:.2e} where finite"
 
@@ -123,7 +124,9 @@ def test_coreset_kernel_nan_similarities_write_every_pooled_row_once(dtype):
     with poisoned_empty():
         coreset_op(q, k, v, heads, out, list(g.shape), [2, 3, 2], 0.5, True, 0, None)
     ref = reference.coreset_attention(heads_first(q), heads_first(k), heads_first(v), g, (2, 3, 2), 0.5, "key")
-    assert_same_nonfinite_and_close(heads_first(out), ref, 3e-3, f"coreset NaN {dtype}")
+    # on a GPU the pooled attention is SDPA, which places NaN/inf its own way: the reference run there says where
+    where = reference.coreset_attention(*(t.transpose(1, 2) for t in (q, k, v)), g, (2, 3, 2), 0.5, "key").float().cpu()
+    assert_same_nonfinite_and_close(heads_first(out), ref, 3e-3, f"coreset NaN {dtype}", where)
     assert torch.isfinite(out[0, :, [0, 2]]).all() and torch.isfinite(out[1, :, [0, 1]]).all()
 
 
@@ -166,3 +169,87 @@ def test_sliding_nonfinite_stays_where_the_reference_puts_it(config, bad, monkey
     assert_same_nonfinite_and_close(heads_first(out[:, :, [0, 2]]), ref, 3e-3, f"sliding {config} {bad}")
     assert torch.isfinite(ref[0, 0, :L]).all() and not torch.isfinite(ref[1, 0]).all()
     assert torch.isnan(out[:, :, 1]).all(), "a head that was not routed was written"
+
+
+# ------------------------------------------------- the coreset's pooled attention: one SDPA call, shared
+
+
+def _coreset_problem(dtype, text_first):
+    """B=2, H=3 (heads 0 and 2 routed), padded text, NaN/-inf inputs that give -inf scores and NaN rows."""
+    g, T = TokenGrid(3, 4, 5), 4
+    gen = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(2, g.numel + T, 3, 16, generator=gen) for _ in range(3))
+    layout = BucketLayout(g, (2, 3, 2), 0.5)
+    center = int(layout.members()[0, layout.center_slot()[0]])  # bucket 0's center: kept whatever the data
+    k[0, center, 0, 3] = float("inf")  # a key every pooled query of (batch 0, head 0) scores +-inf
+    k[0, 11, 0, 5] = float("-inf")
+    q[1, 2, 2, 1] = float("nan")
+    v[1, g.numel + 1, 2, 0] = float("-inf")  # a valid text value
+    k[1, g.numel + 3, 0, 0] = float("nan")  # padded text (text_valid[1] = 2): never a key
+    if text_first:
+        q, k, v = (torch.cat([x[:, g.numel:], x[:, :g.numel]], 1) for x in (q, k, v))
+    return g, T, torch.tensor([4, 2]), [x.to(DEV, dtype) for x in (q, k, v)]
+
+
+@pytest.mark.parametrize("text_first", [False, True])
+@pytest.mark.parametrize("kv_from", ["query", "key"])
+def test_kernel_and_reference_hand_sdpa_the_same_pooled_sequence(kv_from, text_first, monkeypatch):
+    """On a GPU, where NaN/inf land after the pooled attention is up to the SDPA backend (they do not follow the
+    definition): the kernel and the reference make the same ``pooled_attention`` call with the same rows in the
+    same order, bit for bit, so they get the same answer from any backend."""
+    pytest.importorskip("triton")
+    from comfyui_vorta.kernels import coreset_launch
+
+    g, T, tv, (q, k, v) = _coreset_problem(torch.float16, text_first)
+    calls, pooled_attention = [], reference.pooled_attention
+
+    def recording(qp, kp, vp, text_len, text_valid):
+        calls.append([x.float().cpu().nan_to_num(7.0, 8.0, -8.0) for x in (qp, kp, vp)] + [text_len, text_valid.tolist()])
+        return pooled_attention(qp, kp, vp, text_len, text_valid)
+
+    monkeypatch.setattr(coreset_launch, "pooled_attention", recording)
+    heads = torch.tensor([0, 2], dtype=torch.int32, device=DEV)
+    out = torch.full_like(q, float("nan"))
+    with poisoned_empty():
+        coreset_launch.coreset_op(q, k, v, heads, out, list(g.shape), [2, 3, 2], 0.5, kv_from == "key", T, tv.to(DEV),
+                                  text_first)
+    monkeypatch.setattr(reference, "pooled_attention", recording)
+    reference.coreset_attention(*(t[:, :, [0, 2]].transpose(1, 2) for t in (q, k, v)), g, (2, 3, 2), 0.5, kv_from,
+                                T, tv.to(DEV), text_first)
+    kernel, ref = calls
+    assert kernel[3:] == ref[3:] == [T, [4, 2]]
+    for name, a, b in zip("qkv", kernel, ref):
+        assert torch.equal(a, b), f"pooled {name} differs at {(a != b).nonzero()[:4].tolist()}"
+
+
+def _quirky_sdpa(q, k, v, mask=None):
+    """A stand-in for a GPU SDPA backend that does not follow the definition: a query with any -inf score (before
+    masking) outputs NaN, as fp32 SDPA did on the H100."""
+    out = reference.attention_definition(q, k, v, mask)
+    s = q.float() @ k.float().transpose(-1, -2)
+    return torch.where((s == float("-inf")).any(-1, keepdim=True), float("nan"), out.float()).to(out.dtype)
+
+
+@pytest.mark.parametrize("kv_from", ["query", "key"])
+def test_coreset_kernel_puts_nonfinite_where_its_sdpa_does(kv_from, monkeypatch):
+    """With a backend that places NaN unlike the definition, the kernel's coreset output is non-finite exactly
+    where the reference run with that backend has it (the fuzz's rule on a GPU), still only in the (batch,
+    head) pairs whose inputs hold NaN/inf."""
+    pytest.importorskip("triton")
+    from comfyui_vorta.kernels.launch import coreset_op
+
+    g, T, tv, (q, k, v) = _coreset_problem(torch.float32, False)
+    heads = torch.tensor([0, 2], dtype=torch.int32, device=DEV)
+    qh, kh, vh = (t[:, :, [0, 2]].transpose(1, 2) for t in (q, k, v))
+    definition = reference.coreset_attention(qh, kh, vh, g, (2, 3, 2), 0.5, kv_from, T, tv)
+    monkeypatch.setattr(reference, "sdpa", _quirky_sdpa)
+    quirky = reference.coreset_attention(qh, kh, vh, g, (2, 3, 2), 0.5, kv_from, T, tv)
+    out = torch.full_like(q, float("nan"))
+    with poisoned_empty():
+        coreset_op(q, k, v, heads, out, list(g.shape), [2, 3, 2], 0.5, kv_from == "key", T, tv.to(DEV))
+    got = heads_first(out[:, :, [0, 2]])
+    assert not torch.equal(torch.isfinite(quirky), torch.isfinite(definition)), "the stand-in changed nothing"
+    assert torch.equal(torch.isfinite(got), torch.isfinite(quirky.cpu()))
+    both = torch.isfinite(got) & torch.isfinite(definition.cpu())
+    assert torch.allclose(got[both], definition.cpu()[both], atol=1e-5)
+    assert torch.isfinite(got[0, 1]).all() and torch.isfinite(got[1, 0]).all()  # clean (batch, head) pairs

@@ -9,11 +9,20 @@ query rows output 0.  Results are returned in the input dtype.
 
 Non-finite values: a padded or out-of-window token never takes part in any sum (its rows are replaced, not
 multiplied by a zero weight, since 0 * inf = NaN), so NaN/inf reach exactly the outputs whose attention
-reads them, by the math definition (``sdpa``).  Coreset selection uses one total order, shared with the
-kernels (``coreset_select``).
+reads them.  Where that attention is computed (``sdpa``): on the CPU by the math definition; on a GPU by
+PyTorch's SDPA, whose backends do not follow the definition for non-finite input (on the H100, torch 2.11: in
+fp32 a query with one -inf score outputs NaN where the definition weighs that key 0; in bf16 a query whose
+unmasked scores are all -inf outputs NaN where the definition gives 0).
+So on a GPU the full branch and the coreset's attention on the pooled sequence (``pooled_attention``, the same
+call in this reference and in the Triton launcher) put NaN/inf where that SDPA puts them, always inside the
+(batch element, head) whose inputs hold them (SDPA never mixes them).  The Triton kernels' own math (sliding
+tile attention; coreset selection, pooling, unpooling) follows the definition on every device; this
+reference's sliding branch on a GPU (the kernel's fallback when no launch config fits) runs through SDPA too.
+Coreset selection uses one total order, shared with the kernels (``coreset_select``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -34,20 +43,74 @@ def text_key_mask(batch: int, text_len: int, text_valid: Optional[torch.Tensor],
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """softmax(QK^T/sqrt(D))V: ``F.scaled_dot_product_attention`` on a GPU, the definition itself (fp32) on the CPU.
-
-    Why: PyTorch's CPU kernels do not follow the definition for non-finite values (without a mask a query row
-    holding NaN outputs 0; in fp16 an inf key can vanish), and the oracle must.  By the definition NaN/inf
-    propagate, and a query whose scores are all -inf weighs every key 0 (PyTorch's safe softmax): it outputs
-    0 times its values.  The kernels follow the same definition."""
+    """softmax(QK^T/sqrt(D))V: ``F.scaled_dot_product_attention`` on a GPU (fast; its backends place NaN/inf
+    their own way), the definition itself (``attention_definition``) on the CPU."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attention_definition(q, k, v, mask)
+
+
+def attention_definition(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(QK^T/sqrt(D))V written out in fp32, on any device.
+
+    Why not PyTorch's SDPA: its CPU kernels do not follow the definition for non-finite values (without a mask a
+    query row holding NaN outputs 0; in fp16 an inf key can vanish), nor do its GPU backends (see the module
+    docstring), and the oracle must.  By the definition NaN/inf propagate, and a query whose scores are all -inf
+    weighs every key 0 (PyTorch's safe softmax): it outputs 0 times its values.  The Triton kernels follow the
+    same definition."""
     s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
     p = torch.softmax(s, -1)
     p = torch.where((s == float("-inf")).all(-1, keepdim=True), 0.0, p)
     return (p @ v.float()).to(q.dtype)
+
+
+try:  # SDPA backend priority (torch >= 2.6); None on older torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    _CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                    SDPBackend.MATH]
+except ImportError:  # pragma: no cover
+    _CUDNN_FIRST = None
+
+
+def sdpa_cudnn_first(device):
+    """SDPA backend priority for the coreset's pooled attention on a GPU: cuDNN first (~1.6x FlashAttention-2 on
+    Hopper; fp32, which neither supports, runs the memory-efficient kernel).
+
+    Without it the backend depends on global state: after ComfyUI's own attention (which sets a cuDNN-first
+    priority only inside its call) PyTorch falls back to FlashAttention-2 for our call, measured at 9.3 vs 5.8 ms
+    per Wan-1.3B layer in a real ComfyUI run.  One explicit priority also makes the reference and the kernel
+    launcher run the same backend, so NaN/inf land in the same places."""
+    if _CUDNN_FIRST is None or torch.device(device).type == "cpu":
+        return contextlib.nullcontext()
+    try:
+        return sdpa_kernel(_CUDNN_FIRST, set_priority=True)
+    except TypeError:  # pragma: no cover - torch without set_priority
+        return contextlib.nullcontext()
+
+
+def pooled_attention(qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, text_len: int = 0,
+                     text_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Attention over a pooled coreset sequence ``[kept video rows, text_len text rows]`` (B, h, P + T, D), every
+    query over every pooled video row and batch element i's first ``text_valid[i]`` text rows.  The keys are cut
+    there per batch element (as the official code does) rather than masked, so a GPU runs its unmasked backends,
+    cuDNN first (``sdpa_cudnn_first``).  Padded text queries' rows are left as computed (callers zero them).
+
+    The one function for ``coreset_attention`` below and the Triton launcher (``kernels/coreset_launch.py``):
+    both hand it the same rows in the same order, so on a GPU both get the same SDPA backend's answer, non-finite
+    values included."""
+    with sdpa_cudnn_first(qp.device):
+        if text_valid is None or text_len == 0:
+            return sdpa(qp, kp, vp)
+        n_video = qp.shape[2] - text_len
+        out = torch.empty_like(qp)
+        for i, n in enumerate(torch.as_tensor(text_valid).tolist()):
+            n_keys = n_video + int(n)
+            out[i:i + 1] = sdpa(qp[i:i + 1], kp[i:i + 1, :, :n_keys], vp[i:i + 1, :, :n_keys])
+    return out
 
 
 def _zero_padded_text_rows(x: torch.Tensor, video_len: int, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -215,10 +278,11 @@ def coreset_attention(
     qp, kp, vp = gather(q, kept_q), gather(k, kept_k), gather(v, kept_k)
     if text_len:
         qp, kp, vp = (torch.cat([a, x[:, :, L:]], 2) for a, x in ((qp, q), (kp, k), (vp, v)))
-    pooled = full_attention(qp, kp, vp, text_len, text_valid)  # (B, h, P + T, D)
+    pooled = pooled_attention(qp, kp, vp, text_len, text_valid)  # (B, h, P + T, D)
     src = coreset_unpool_source(kept_q, layout)
     out = q.new_empty(B, h, S, D)
     out[:, :, :L] = gather(pooled, src)
     if text_len:
         out[:, :, L:] = pooled[:, :, -text_len:]
+    out = _zero_padded_text_rows(out, L, text_key_mask(B, text_len, text_valid, q.device))
     return text_back(out, text_len, text_first)

@@ -8,7 +8,9 @@ text before or after the video: video token ``r`` is sequence row ``video_row0 +
   (similarity, slot) ascending, a NaN similarity after every number), keep the first ``k``; write the kept rows
   into the pooled buffers and, per token, the pooled row it takes its output from.  The order is total, so the
   margins' ranks are distinct and every pooled row is written exactly once, whatever the data.
-  Pooled order is bucket-major (center, then kept margins by rank); attention does not depend on the order.
+  Pooled order is the reference's: the centers (row g for bucket g), then each bucket's kept margins by rank
+  from row ``OFFSET[g]``.  Attention does not depend on the order mathematically, but SDPA backends treat
+  NaN/inf differently by position, so the pooled sequence equals the reference's row for row.
 * ``coreset_unpool_kernel`` — each token (and text token) copies its source row of the pooled output (any
   strides: SDPA backends return different layouts) into
   the ``[B, S, H, D]`` output at its head; padded text rows get 0.
@@ -64,7 +66,7 @@ def coreset_pool_kernel(
     before = before & margin[:, None, :]
     rank = tl.sum(before.to(tl.int32), 2)  # [BG, BK]
     kept = margin & (rank < keep[:, None])
-    pos = tl.where(kept, offset[:, None] + 1 + rank, offset[:, None])  # pooled row (centers at offset)
+    pos = tl.where(kept, offset[:, None] + rank, g[:, None])  # pooled row: centers first, then kept margins
     write = kept | (is_center & ok)
 
     row = (pid_bh.to(tl.int64) * pooled_rows + pos.to(tl.int64))[:, :, None]

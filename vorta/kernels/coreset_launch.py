@@ -1,12 +1,12 @@
 """Launcher of the coreset kernels (``vorta/kernels/coreset.py``) as the custom op ``vorta::coreset_attention``:
-argument checks, bucket tables, select+pool, cuDNN attention on the pooled sequence, unpool.
+argument checks, bucket tables, select+pool, attention on the pooled sequence (``vorta.reference.pooled_attention``:
+SDPA, cuDNN first, the same call as the reference's), unpool.
 
 Data moved: the kept video rows and the text rows of Q/K/V are copied into the pooled buffers (SDPA needs one
 contiguous sequence).  Not moved: the inputs are read and the output written in place at their sequence rows
 (``video_row0`` / ``text_row0``), for text-first and text-last sequences alike."""
 from __future__ import annotations
 
-import contextlib
 from functools import lru_cache
 from typing import List, Optional, Tuple
 
@@ -15,50 +15,28 @@ import triton
 
 from ..checks import check_kernel_support
 from ..geometry import BucketLayout, TokenGrid, as_triple
-from ..reference import sdpa
+from ..reference import pooled_attention
 from ..routing import AttentionProblem, sequence_rows
 from .common import INTERPRET, check_op_args, heads32, unit_last
 from .coreset import coreset_pool_kernel, coreset_unpool_kernel
 
 
-try:  # SDPA backend priority (torch >= 2.6); None on older torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    _CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                    SDPBackend.MATH]
-except ImportError:  # pragma: no cover
-    _CUDNN_FIRST = None
-
-
-def _sdpa_cudnn_first():
-    """SDPA backend priority for the pooled attention: cuDNN first (~1.6x FlashAttention-2 on Hopper).
-
-    Without it the backend depends on global state: after ComfyUI's own attention (which sets a cuDNN-first
-    priority only inside its call) PyTorch falls back to FlashAttention-2 for our call, measured at 9.3 vs 5.8 ms
-    per Wan-1.3B layer in a real ComfyUI run."""
-    if _CUDNN_FIRST is None:
-        return contextlib.nullcontext()
-    try:
-        return sdpa_kernel(_CUDNN_FIRST, set_priority=True)
-    except TypeError:  # pragma: no cover - torch without set_priority
-        return contextlib.nullcontext()
-
-
 @lru_cache(maxsize=32)
 def coreset_tables(grid: Tuple[int, int, int], bucket: Tuple[int, int, int], ratio: float, device: str):
     """Device tables for a bucket layout: members (G, BK) padded to a power of two, center slot, kept margins,
-    pooled offset of each bucket, and the pooled video length."""
+    pooled row of each bucket's first kept margin, and the pooled video length.  Pooled order as in the
+    reference (``coreset_select``): the G centers, then each bucket's kept margins."""
     layout = BucketLayout(TokenGrid(*grid), bucket, ratio)
     members = layout.members()
     bk = triton.next_power_of_2(members.shape[1])
     if bk != members.shape[1]:
         members = torch.cat([members, members.new_full((members.shape[0], bk - members.shape[1]), -1)], 1)
     keep = layout.keep_count()
-    sizes = 1 + keep
-    offset = torch.cumsum(sizes, 0) - sizes
+    n_buckets = keep.numel()
+    offset = n_buckets + torch.cumsum(keep, 0) - keep
     dev = torch.device(device)
     as32 = lambda t: t.to(device=dev, dtype=torch.int32).contiguous()  # noqa: E731
-    return as32(members), as32(layout.center_slot()), as32(keep), as32(offset), int(sizes.sum()), bk
+    return as32(members), as32(layout.center_slot()), as32(keep), as32(offset), n_buckets + int(keep.sum()), bk
 
 
 @torch.library.custom_op("vorta::coreset_attention", mutates_args=("out",))
@@ -102,14 +80,7 @@ def coreset_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.T
     if text_len:
         for dst, x in ((qp, q), (kp, k), (vp, v)):
             dst[:, :, pooled:] = x[:, text_row0:text_row0 + text_len].index_select(2, heads).transpose(1, 2)
-    with _sdpa_cudnn_first():
-        if text_valid is None or text_len == 0:
-            op = sdpa(qp, kp, vp)
-        else:  # like the official code: cut the keys to the valid text per batch element
-            op = torch.empty_like(qp)
-            for i, n in enumerate(text_valid.tolist()):
-                n_keys = pooled + int(n)
-                op[i:i + 1] = sdpa(qp[i:i + 1], kp[i:i + 1, :, :n_keys], vp[i:i + 1, :, :n_keys])
+    op = pooled_attention(qp, kp, vp, text_len, text_valid)  # the reference's call: same rows, same backend
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
     block = 32 if INTERPRET else 64
     coreset_unpool_kernel[(triton.cdiv(S, block), B * h)](

@@ -122,7 +122,7 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     nf, nh, nw = layout.tile_grid
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
     configs = sliding_configs(layout.tile_tokens, D, q.device, segment, q.element_size())
-    key = (str(q.device), q.dtype, tuple(configs))
+    key = (str(q.device), q.dtype, D, tuple(configs))  # whether a config fits depends on the head dim too
     if key in _NO_CONFIG:  # known: nothing fits (do not recompile every call)
         raise NoKernelConfig(_NO_CONFIG[key])
     h = heads.numel()
@@ -149,8 +149,8 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     raise NoKernelConfig(_NO_CONFIG[key])
 
 
-_WORKING_CONFIG: Dict[tuple, int] = {}  # index of the config that launched, per (device, dtype, config list)
-_NO_CONFIG: Dict[tuple, str] = {}  # (device, dtype, config list) where none launched -> why
+_WORKING_CONFIG: Dict[tuple, int] = {}  # index of the config that launched, per (device, dtype, head dim, configs)
+_NO_CONFIG: Dict[tuple, str] = {}  # (device, dtype, head dim, config list) where none launched -> why
 
 
 class NoKernelConfig(RuntimeError):
