@@ -97,7 +97,7 @@ def test_no_kernel_is_reported_when_the_launcher_already_knows_no_config_fits(mo
     before it in the same worker had found that out, so the launcher went straight to the reference (on the
     GPU: SDPA, whose fp32 backend turned a -inf score of the text query into NaN) and the fuzz, which only looked
     for a new entry in the launcher's no-fit memory, judged the reference's output as the kernel's."""
-    from comfyui_vorta.kernels import sliding_launch
+    from comfyui_vorta.vorta.kernels import sliding_launch
 
     import test_kernels
 

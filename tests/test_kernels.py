@@ -161,7 +161,7 @@ def test_no_fit_memory_is_per_head_dim(monkeypatch):
     """A config list that does not fit for one head dim may fit for a smaller one: the launcher's memory of
     configs that did not fit is per (device, dtype, head dim, configs); it used to leave the head dim out, so
     after a head dim that did not fit, every other head dim ran the reference too."""
-    from comfyui_vorta.kernels import sliding_launch as launch
+    from comfyui_vorta.vorta.kernels import sliding_launch as launch
 
     monkeypatch.delenv("VORTA_STA_CONFIG", raising=False)
     configs = [launch.LaunchConfig(32, 32, 4, 1, False)]

@@ -198,7 +198,7 @@ def test_kernel_and_reference_hand_sdpa_the_same_pooled_sequence(kv_from, text_f
     definition): the kernel and the reference make the same ``pooled_attention`` call with the same rows in the
     same order, bit for bit, so they get the same answer from any backend."""
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels import coreset_launch
+    from comfyui_vorta.vorta.kernels import coreset_launch
 
     g, T, tv, (q, k, v) = _coreset_problem(torch.float16, text_first)
     calls, pooled_attention = [], reference.pooled_attention
@@ -236,7 +236,7 @@ def test_coreset_kernel_puts_nonfinite_where_its_sdpa_does(kv_from, monkeypatch)
     where the reference run with that backend has it (the fuzz's rule on a GPU), still only in the (batch,
     head) pairs whose inputs hold NaN/inf."""
     pytest.importorskip("triton")
-    from comfyui_vorta.kernels.launch import coreset_op
+    from comfyui_vorta.vorta.kernels.launch import coreset_op
 
     g, T, tv, (q, k, v) = _coreset_problem(torch.float32, False)
     heads = torch.tensor([0, 2], dtype=torch.int32, device=DEV)
