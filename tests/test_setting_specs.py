@@ -13,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_apply_has_the_few_inputs_people_change_and_settings_the_geometry():
-    assert [s.name for s in specs.APPLY] == ["mode", "start_percent", "end_percent", "dense_blocks", "backend"]
+    assert [s.name for s in specs.APPLY] == ["mode", "start_percent", "end_percent", "dense_blocks", "backend",
+                                          "audit_heads"]
     assert {s.name for s in specs.GEOMETRY} >= {"preset", "tile_t", "window_h", "bucket_w", "ratio", "tau_sparse",
                                                 "switch_percent"}
     assert not {s.name for s in specs.APPLY} & {s.name for s in specs.GEOMETRY}
