@@ -1,7 +1,7 @@
 """What calibration costs on the GPU: time per calibrated step relative to a dense step, and peak memory (issue 14).
 
     python bench/calibration_cost.py --model wan14b,wan5b [--md out.md]   # CUDA GPU, COMFYUI_PATH set
-    python -m comfyui_vorta.vorta.bench calibrate --tiny                               # CPU smoke run
+    python bench/calibration_cost.py --tiny                               # CPU smoke run
 
 Same set-up as ``e2e`` (real architectures at their real sizes from ComfyUI's own classes, random bf16 weights,
 ``build_model`` / ``conditioning``, CFG 5 through ComfyUI's ``CFGGuider``): a step is one call of the sampler's model
@@ -135,7 +135,7 @@ def table(rows: List[Dict[str, object]], fraction: float) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench calibrate")
+    ap = argparse.ArgumentParser(prog="python bench/calibration_cost.py")
     ap.add_argument("--model", default=DEFAULT_MODELS, help=f"comma-separated: {', '.join(MODELS)}")
     ap.add_argument("--res", help="480p, 720p or HxW (default: the model's own)")
     ap.add_argument("--frames", type=int, help="video frames (default: the model's own)")

@@ -1,6 +1,6 @@
 """Do calibrated decisions carry over to schedules not used in calibration?  (CPU, real ComfyUI, small model.)
 
-    COMFYUI_PATH=... python -m comfyui_vorta.vorta.bench transfer [--md out.md]
+    COMFYUI_PATH=... python bench/calibration_transfer.py [--md out.md]
 
 A Wan model with ComfyUI's own classes and random weights (small: the CPU has to sample it ~200 times) is
 calibrated once at 20 steps (euler, ``simple``).  Every other schedule -- 30 and 50 steps, another sampler and
@@ -70,7 +70,7 @@ def compare(truth, decisions, costs, budget) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_vorta.vorta.bench transfer")
+    ap = argparse.ArgumentParser(prog="python bench/calibration_transfer.py")
     ap.add_argument("--md", help="also write the table to this markdown file")
     ap.add_argument("--fraction", type=float, default=1.0, help="sampled share of query tiles (1: all, exact)")
     args = ap.parse_args(argv)

@@ -61,7 +61,7 @@ def test_calibrate_save_load_apply_reproduces_decisions(pack, harness, models_di
     import comfy.sample
 
     from comfyui_vorta.vorta.comfy.install import apply_vorta, find_patch
-    from comfyui_vorta.vorta.comfy.preview_node import preview_table
+    from comfyui_vorta.vorta.comfy.preview import preview_table
     from comfyui_vorta.vorta.comfy.settings import Settings
 
     m = harness.load(kind)

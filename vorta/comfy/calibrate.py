@@ -22,7 +22,7 @@ from ..config import VortaConfig
 from ..routing import as_bshd
 from .adapters import detect
 from .install import VortaPatch
-from .override import PREFERRED, PREV, STATE, TAG, Delegate, check_call, ours
+from .override import PREFERRED, PREV, STATE, TAG, Delegate, check_call
 from .settings import Settings
 
 log = logging.getLogger("vorta")
@@ -52,8 +52,8 @@ class CalibrationPatch(VortaPatch):
             self.plan.reset()
             self._local.state = None
 
-    @torch.compiler.disable
-    def attention(self, func, *args, **kwargs):
+    def _attention(self, func, *args, **kwargs):
+        """Replaces ``VortaPatch._attention`` (wrapped eager and marked as ours in ``VortaPatch.__init__``)."""
         opts = kwargs.get("transformer_options") or {}
         out = Delegate(func, opts.get(PREV), opts.get(PREFERRED)).exact(*args, **kwargs)
         tag, state = opts.get(TAG), opts.get(STATE)
@@ -85,8 +85,6 @@ class CalibrationPatch(VortaPatch):
         self.problem = state.problem
         return out
 
-
-ours(CalibrationPatch.attention)
 
 
 @dataclasses.dataclass

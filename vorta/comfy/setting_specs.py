@@ -71,7 +71,7 @@ APPLY: Tuple[SettingSpec, ...] = (
     SettingSpec("backend", "combo", "auto", options=BACKENDS, tooltip=(
         "Sparse-branch kernels: auto (Triton on CUDA GPUs, else PyTorch), triton (error if unavailable), torch "
         "(reference, slow; for checking).")),
-    SettingSpec("audit_heads", "int", 0, low=0, high=256, tooltip=(
+    SettingSpec("audit_heads", "int", 0, low=0, high=256, step=1, tooltip=(
         "Quality check: per step, this many (layer, head) pairs also compute full attention on 1/8 of the queries; "
         "the run summary reports the measured error of the branch each took. 0 = off.")),
 )
