@@ -213,7 +213,7 @@ def sliding_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: Attention
         if mask is not None:
             mask = mask.expand(B, h, c, 1, mask.shape[-1]).flatten(1, 2)
         o = sdpa(qi.flatten(1, 2), ki.flatten(1, 2), vi.flatten(1, 2), mask)
-        out.append(o.reshape(B, h, c * P, D)  # SDPA on a GPU may return non-contiguous strides)
+        out.append(o.reshape(B, h, c * P, D))  # SDPA on a GPU may return other strides
     return torch.cat(out, 2).index_select(2, keep_dev)
 
 
