@@ -15,8 +15,13 @@ from .test_server import _post
 
 CUSTOM = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
           "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5}
-APPLY = {"mode": "router", "start_percent": 0.0, "end_percent": 1.0, "dense_blocks": "", "backend": "auto",
-         "audit_heads": 0}
+def _apply_defaults():
+    from comfyui_vorta.vorta.comfy.setting_specs import APPLY as SPECS
+
+    return {s.name: s.default for s in SPECS}
+
+
+APPLY = {**_apply_defaults(), "mode": "router"}
 
 
 def common():

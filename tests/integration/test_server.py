@@ -28,8 +28,10 @@ def _post(url, data):
 
 def api_prompt():
     """UNETLoader -> Apply VORTA (router) -> KSampler (CFG 3) -> SaveLatent, plus the routing preview."""
-    apply_inputs = {"model": ["1", 0], "router": ["2", 0], "settings": ["12", 0], "mode": "auto",
-                    "start_percent": 0.0, "end_percent": 1.0, "dense_blocks": "", "backend": "auto"}
+    from comfyui_vorta.vorta.comfy.setting_specs import APPLY
+
+    apply_inputs = {**{s.name: s.default for s in APPLY}, "model": ["1", 0], "router": ["2", 0],
+                    "settings": ["12", 0], "mode": "auto"}
     geometry = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
                 "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5, "tau_sparse": 0.3, "switch_percent": 0.5}
     return {
