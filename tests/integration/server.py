@@ -28,6 +28,30 @@ def get_json(url: str, timeout: float = 5):
         return json.loads(r.read())
 
 
+def post_json(url: str, data) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def run_prompt(url: str, prompt: dict, log_path: pathlib.Path, timeout: float = 240) -> dict:
+    """Queue an API-format prompt, wait until ComfyUI reports it finished, and return its history entry; fails
+    with the server log when it did not finish or did not succeed."""
+    pid = post_json(f"{url}/prompt", {"prompt": prompt, "client_id": "vorta-test"})["prompt_id"]
+    deadline, entry = time.time() + timeout, None
+    while time.time() < deadline:
+        hist = get_json(f"{url}/history/{pid}")
+        if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
+            entry = hist[pid]
+            if entry["status"]["completed"] or entry["status"].get("status_str") == "error":
+                break
+        time.sleep(0.2)
+    text = log_path.read_text()
+    assert entry is not None, f"prompt did not finish:\n{text[-4000:]}"
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{text[-4000:]}"
+    return entry
+
+
 def base_folder(tmp_path: pathlib.Path) -> pathlib.Path:
     """A ComfyUI base directory with the pack and the test fixture nodes in custom_nodes/."""
     base = tmp_path / "base"

@@ -3,15 +3,10 @@ the node's ROUTER, and the file it saved in models/vorta is listed by and loads 
 second prompt."""
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
-import time
 
-from .server import HERE, ROOT, free_port as _free_port, get_json as _get
-from .test_server import _post
+from .server import base_folder, comfyui_server, get_json as _get, run_prompt
 
 CUSTOM = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t": 3, "window_h": 3, "window_w": 3,
           "bucket_t": 1, "bucket_h": 2, "bucket_w": 2, "ratio": 0.5}
@@ -69,51 +64,17 @@ def loader_prompt(name: str):
     return p
 
 
-def _wait(url, pid, log_path, timeout=240):
-    deadline, entry = time.time() + timeout, None
-    while time.time() < deadline:
-        hist = _get(f"{url}/history/{pid}")
-        if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
-            entry = hist[pid]
-            if entry["status"]["completed"] or entry["status"].get("status_str") == "error":
-                break
-        time.sleep(0.3)
-    text = log_path.read_text()
-    assert entry is not None, f"prompt did not finish:\n{text[-4000:]}"
-    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{text[-4000:]}"
-    return entry
-
-
 def test_headless_server_calibrates_saves_and_loads(harness, comfy_paths, tmp_path):
     comfy, stubs = pathlib.Path(comfy_paths[0]), comfy_paths[1]
-    base = tmp_path / "base"
-    (base / "custom_nodes").mkdir(parents=True)
+    base = base_folder(tmp_path)
     (base / "models" / "diffusion_models").mkdir(parents=True)
-    os.symlink(ROOT, base / "custom_nodes" / "ComfyUI-VORTA")
-    os.symlink(HERE / "fixture_nodes" / "vorta_test_fixtures", base / "custom_nodes" / "vorta_test_fixtures")
     shutil.copy(harness.checkpoint("wan_t2v"), base / "models" / "diffusion_models" / "tiny_wan_t2v.safetensors")
-    env = dict(os.environ)
-    if stubs and (pathlib.Path(stubs) / "torchvision").is_dir():
-        env["PYTHONPATH"] = stubs + os.pathsep + env.get("PYTHONPATH", "")
-    port = _free_port()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-           str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline, info = time.time() + 90, None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                info = _get(f"{url}/object_info/VortaCalibrateRouter", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.3)
-        assert info and "VortaCalibrateRouter" in info, f"server did not come up:\n{log_path.read_text()[-4000:]}"
+    with comfyui_server(comfy, base, stubs, log_path, ready_path="/object_info/VortaCalibrateRouter") as url:
+        info = _get(f"{url}/object_info/VortaCalibrateRouter")
         assert info["VortaCalibrateRouter"]["category"] == "vorta"
 
-        entry = _wait(url, _post(f"{url}/prompt", {"prompt": calibrate_prompt(), "client_id": "t"})["prompt_id"], log_path)
+        entry = run_prompt(url, calibrate_prompt(), log_path)
         saved = base / "models" / "vorta" / "calibrated" / "server_wan.safetensors"
         assert saved.is_file(), log_path.read_text()[-3000:]
         assert "7" in entry["outputs"] and "11" in entry["outputs"]  # the report text on the node, the image preview
@@ -124,12 +85,5 @@ def test_headless_server_calibrates_saves_and_loads(harness, comfy_paths, tmp_pa
         loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]
         options = loader["input"]["required"]["router_name"][1]["options"]
         assert "calibrated/server_wan.safetensors" in options
-        _wait(url, _post(f"{url}/prompt", {"prompt": loader_prompt("calibrated/server_wan.safetensors"),
-                                          "client_id": "t"})["prompt_id"], log_path)
+        run_prompt(url, loader_prompt("calibrated/server_wan.safetensors"), log_path)
         assert list((base / "output" / "latents").glob("loaded*.latent"))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()

@@ -6,10 +6,8 @@ not available offline.  Everything else -- loader, detection, sampler, wrappers 
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
-import time
 import urllib.parse
 import urllib.request
 
@@ -17,13 +15,7 @@ from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names
 from comfyui_vorta.vorta.router_files import save_safetensors
 
-from .server import ROOT, base_folder, comfyui_server, get_json as _get
-
-
-def _post(url, data):
-    req = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+from .server import ROOT, base_folder, comfyui_server, get_json as _get, run_prompt
 
 
 def api_prompt():
@@ -64,18 +56,8 @@ def test_headless_server_runs_api_prompt_with_vorta(harness, comfy_paths, tmp_pa
         loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]
         assert "tiny_wan.safetensors" in loader["input"]["required"]["router_name"][1]["options"]
 
-        pid = _post(f"{url}/prompt", {"prompt": api_prompt(), "client_id": "vorta-test"})["prompt_id"]
-        deadline, entry = time.time() + 120, None
-        while time.time() < deadline:
-            hist = _get(f"{url}/history/{pid}")
-            if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
-                entry = hist[pid]
-                if entry["status"]["completed"] or entry["status"].get("status_str") == "error":
-                    break
-            time.sleep(0.2)
+        entry = run_prompt(url, api_prompt(), log_path, timeout=120)
         text = log_path.read_text()
-        assert entry is not None, f"prompt did not finish:\n{text[-4000:]}"
-        assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{text[-4000:]}"
         assert list((base / "output" / "latents").glob("vorta*.latent"))
         assert "VORTA (wan, mode=auto->router preset=custom" in text and "attention FLOPs saved" in text, text[-4000:]
         assert "custom: tile 1x2x2 window 3x3x3 bucket 1x2x2 ratio 0.5" in text, text[-4000:]
