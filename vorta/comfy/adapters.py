@@ -7,6 +7,7 @@ ComfyUI classes are imported lazily so that this module (and the package) import
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -55,10 +56,15 @@ def _options_index(forward) -> Optional[int]:
     return None
 
 
+@lru_cache(maxsize=None)
+def _forward_signature(cls) -> inspect.Signature:
+    return inspect.signature(cls._forward)
+
+
 def bind_forward_args(dm, args, kwargs) -> Dict[str, object]:
-    """The arguments of ``dm._forward`` by name (what the DIFFUSION_MODEL wrapper receives)."""
-    sig = inspect.signature(type(dm)._forward)
-    bound = sig.bind_partial(dm, *args, **kwargs)
+    """The arguments of ``dm._forward`` by name (what the DIFFUSION_MODEL wrapper receives); the signature is read
+    once per model class."""
+    bound = _forward_signature(type(dm)).bind_partial(dm, *args, **kwargs)
     named = dict(bound.arguments)
     named.update(named.pop("kwargs", {}) or {})
     return named
