@@ -48,15 +48,15 @@ def test_mode_auto_is_the_router_when_connected_else_the_schedule():
     assert build_settings(mode="full").resolved(has_router=True).mode == "full"  # explicit modes stay
 
 
-def test_resolve_config_order_and_source():
+def test_resolve_geometry_order_and_source():
     grid = S.TokenGrid(21, 30, 52)
     trained = VortaConfig(tile=(6, 9, 8))
     router = build_settings().resolved(True)
-    assert S.resolve_config(router, "wan", grid, 5120, trained) == (trained, "router training settings")
-    g = S.resolve_config(build_settings(mode="schedule"), "wan", grid, 1536, trained)
+    assert S.resolve_geometry(router, "wan", grid, 5120, trained) == (trained, "router training settings")
+    g = S.resolve_geometry(build_settings(mode="schedule"), "wan", grid, 1536, trained)
     assert g == (PRESETS["wan2.1-1.3b-480p"].config, "preset wan2.1-1.3b-480p")
     assert S.describe_geometry(g) == "preset wan2.1-1.3b-480p: tile 4x6x8 window 3x3x3 bucket 2x3x2 ratio 0.5"
-    custom = S.resolve_config(build_settings(preset="custom", tile_t=2), "wan", grid, 1536, trained)
+    custom = S.resolve_geometry(build_settings(preset="custom", tile_t=2), "wan", grid, 1536, trained)
     assert custom.config.tile[0] == 2 and custom.source == "custom"
 
 

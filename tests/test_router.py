@@ -1,6 +1,3 @@
-import math
-
-import pytest
 import torch
 
 from comfyui_vorta.vorta.config import CORESET, FULL, SLIDING

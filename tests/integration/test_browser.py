@@ -1,6 +1,7 @@
 """The pack as a person meets it: ComfyUI's server and its real graph editor in headless Chromium (Selenium).
 
-The template browser lists each example workflow once, with its thumbnail; clicking each card loads the workflow
+With no model files, each workflow's missing-models panel offers every file for download (properties.models).  The
+template browser lists each example workflow once, with its thumbnail; clicking each card loads the workflow
 with every node known to the editor and every widget value as saved (nothing reset); a screenshot of a loaded
 workflow is written to ``$VORTA_SCREENSHOT_DIR`` when set (the README's is ``docs/workflow.png``).
 Skips with the reason where Chromium, chromedriver or Selenium is missing (``.ci/run`` installs them).
@@ -75,14 +76,42 @@ return out;
 """
 
 
+def _model_files(saved: dict) -> list:
+    return [(n["widgets_values"][i], d) for n in saved["nodes"]
+            for i, d in zip(LOADERS.get(n["type"], []), MODEL_DIRS.get(n["type"], []))]
+
+
+def _check_missing_models_offer_downloads(browser) -> None:
+    """With no model files, each workflow's errors panel lists every file it needs with a Download button (what
+    the loaders' properties.models make possible), our router included."""
+    for path in WORKFLOWS:
+        saved = json.loads(path.read_text())
+        browser.execute_script("app.loadGraphData(arguments[0])", saved)
+        text = _wait(browser, """
+            const open = [...document.querySelectorAll('*')].filter(
+                e => e.children.length === 0 && e.textContent.trim() === 'View details');
+            open.forEach(e => e.click());
+            const t = document.body.innerText;
+            return t.includes('Missing Models') ? t : null;""", what=f"the missing-models panel of {path.stem}")
+        downloads = browser.execute_script("""return [...document.querySelectorAll('*')].filter(
+            e => e.children.length === 0 && e.textContent.trim() === 'Download').length""")
+        files = set(_model_files(saved))
+        for name, folder in files:
+            assert name in text, (path.stem, name)
+        assert downloads == len(files), (path.stem, downloads, sorted(files))
+
+
 def test_template_browser_and_workflows_in_the_graph_editor(comfy_paths, tmp_path):
     browser = _browser()
     comfy, stubs = pathlib.Path(comfy_paths[0]), comfy_paths[1]
     base = base_folder(tmp_path)
-    _placeholder_models(base)
     shots = os.environ.get("VORTA_SCREENSHOT_DIR")
     try:
         with comfyui_server(comfy, base, stubs, tmp_path / "server.log") as url:
+            browser.get(url + "/")
+            _wait(browser, "return !!(window.app && window.app.graph && window.LiteGraph)", what="the editor")
+            _check_missing_models_offer_downloads(browser)
+            _placeholder_models(base)  # from here on every file is there: no dialogs, the combos list them
             browser.get(url + "/")
             _wait(browser, "return !!(window.app && window.app.graph && window.LiteGraph)", what="the editor")
             for path in WORKFLOWS:

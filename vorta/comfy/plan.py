@@ -15,7 +15,7 @@ from ..config import VortaConfig
 from ..router import RouterSet, router_input
 from ..routing import AttentionProblem, head_groups
 from .adapters import CallLayout
-from .settings import Geometry, Settings, SigmaWindow, describe_geometry, resolve_config, step_decisions
+from .settings import Geometry, Settings, SigmaWindow, describe_geometry, resolve_geometry, step_decisions
 
 
 @dataclass
@@ -75,7 +75,7 @@ class RoutingPlan:
     def geometry_for(self, layout: CallLayout) -> Geometry:
         """The sparse geometry for this layout's grid and where it comes from (preset 'auto' resolved)."""
         trained = self.bundle.trained_with if self.bundle is not None else None
-        return resolve_config(self.settings, self.adapter.family, layout.grid, self.adapter.dim, trained)
+        return resolve_geometry(self.settings, self.adapter.family, layout.grid, self.adapter.dim, trained)
 
     def geometry_text(self) -> str:
         """The geometries this run used, one per grid, e.g. 'grid (21, 45, 80) preset wan2.1-14b-720p: tile 5x9x8 ...'."""

@@ -80,7 +80,7 @@ class Geometry(NamedTuple):
     source: str  # 'custom', 'preset <name>' or 'router training settings'
 
 
-def resolve_config(settings: Settings, family: str, grid: TokenGrid, dim: int,
+def resolve_geometry(settings: Settings, family: str, grid: TokenGrid, dim: int,
                    trained_with: Optional[VortaConfig] = None) -> Geometry:
     """The sparse geometry for one grid: a custom or named preset, else (preset 'auto') the router's training
     settings in router mode, else the preset for the detected model and resolution."""
@@ -88,10 +88,12 @@ def resolve_config(settings: Settings, family: str, grid: TokenGrid, dim: int,
         return Geometry(settings.config, "custom" if settings.preset == "custom" else f"preset {settings.preset}")
     if trained_with is not None and settings.mode == "router":
         return Geometry(trained_with, "router training settings")
-    return Geometry(preset_for(family, grid.shape, dim).config, f"preset {preset_for(family, grid.shape, dim).name}")
+    preset = preset_for(family, grid.shape, dim)
+    return Geometry(preset.config, f"preset {preset.name}")
 
 
 def describe_geometry(g: Geometry) -> str:
+    """'preset wan2.1-1.3b-480p: tile 4x6x8 window 3x3x3 bucket 2x3x2 ratio 0.5'"""
     c = g.config
     return (f"{g.source}: tile {_x(c.tile)} window {_x(c.window)} bucket {_x(c.bucket)} ratio {c.ratio:g}")
 
