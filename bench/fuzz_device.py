@@ -29,7 +29,8 @@ Prints failures as they come, then every case that was not ok, a verdict line an
 load path and dtype).  Exit status: 0 only when every case ran and none failed (mismatch, nonfinite, leak,
 brute, oob, error, missing refusal); 1 any failure; 3 no failure but not every case ran (time limit or a dead
 worker: continue with ``--seed0``).  Listed but not failures: 'no-kernel' (a forced config that does not fit
-the GPU, so the sliding heads ran the reference, checked as such) and 'near-tie' (a coreset head that differs
+the GPU even with one pipeline stage, so the sliding heads ran the reference, checked as such; with fewer stages
+it runs the kernel, and the case's summary shows the stages that ran) and 'near-tie' (a coreset head that differs
 because two similarities at the keep boundary are within 1e-5 but not equal: fp32 rounding on either side
 decides, not the tie rule).  Workers run in parallel because each new kernel shape costs a Triton compile.
 """
