@@ -42,16 +42,24 @@ def scheduler_name(model_sampling, sigmas: torch.Tensor, max_factor: int = 4) ->
     n = s.numel() - 1
     if n < 1:
         return "custom"
-    for name in comfy.samplers.SCHEDULER_NAMES:
-        for total in range(n, max_factor * n + 1):
-            try:
-                full = comfy.samplers.calculate_sigmas(model_sampling, name, total).double().cpu()
-            except Exception:  # a scheduler that does not apply to this model
+
+    def schedule(name: str, total: int):
+        try:
+            return comfy.samplers.calculate_sigmas(model_sampling, name, total).double().cpu()
+        except Exception:  # a scheduler that does not apply to this model
+            return None
+
+    for name in comfy.samplers.SCHEDULER_NAMES:  # the whole schedule: the common case, tried first
+        full = schedule(name, n)
+        if full is not None and full.shape == s.shape and torch.allclose(full, s, rtol=1e-4, atol=1e-6):
+            return name
+    for name in comfy.samplers.SCHEDULER_NAMES:  # one part of a longer schedule (SplitSigmas)
+        for total in range(n + 1, max_factor * n + 1):
+            full = schedule(name, total)
+            if full is None:
                 break
             for start in range(0, full.numel() - s.numel() + 1):
                 if torch.allclose(full[start:start + s.numel()], s, rtol=1e-4, atol=1e-6):
-                    if total == n:
-                        return name
                     return f"{name}, steps {start}-{start + n} of {total}"
     return "custom"
 
