@@ -23,7 +23,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..kernels import select_branches, triton_unavailable_reason
+from ..kernels import backend_unavailable_reason, select_branches
 from ..router_files import check_fits
 from ..routing import Branches
 from .adapters import CallLayout, detect, resolve
@@ -214,10 +214,10 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
         if bad:
             raise ValueError(f"dense blocks {bad} do not exist: this {adapter.family} model has {adapter.num_layers} "
                              f"routed layers (0..{adapter.num_layers - 1})")
-    if settings.backend == "triton":
-        reason = triton_unavailable_reason()
+    if settings.backend in ("triton", "triton-8bit"):
+        reason = backend_unavailable_reason(settings.backend)
         if reason is not None:
-            raise RuntimeError(f"kernel backend 'triton' is unavailable: {reason}. Use 'auto' or 'torch'.")
+            raise RuntimeError(f"kernel backend {settings.backend!r} is unavailable: {reason}. Use 'auto' or 'torch'.")
     try:
         model_sampling = model.get_model_object("model_sampling")
     except Exception:  # pragma: no cover

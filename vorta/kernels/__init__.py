@@ -29,23 +29,34 @@ def triton_unavailable_reason(device=None) -> Optional[str]:
     return None
 
 
+def backend_unavailable_reason(backend: str, device=None) -> Optional[str]:
+    """Why the Triton kernels of ``backend`` ('auto'/'triton': bf16, 'triton-8bit') cannot run here, or None."""
+    reason = triton_unavailable_reason(device)
+    if reason is None and backend == "triton-8bit":
+        from .common import quant_unavailable_reason
+
+        reason = quant_unavailable_reason(device if device is not None else "cuda")
+    return reason
+
+
 def select_branches(backend: str = "auto", device=None):
-    """Branch implementations for ``vorta.routing.routed_attention``: 'triton', 'torch' or 'auto'."""
+    """Branch implementations for ``vorta.routing.routed_attention``: 'auto', 'triton', 'triton-8bit' or 'torch'.
+    'auto' runs the bf16 kernels: the 8-bit path is opt-in (its error depends on the model's activations)."""
     from ..routing import REFERENCE_BRANCHES
 
     if backend == "torch":
         return REFERENCE_BRANCHES
-    if backend not in ("auto", "triton"):
-        raise ValueError(f"unknown kernel backend {backend!r}; expected 'auto', 'triton' or 'torch'")
-    reason = triton_unavailable_reason(device)
+    if backend not in ("auto", "triton", "triton-8bit"):
+        raise ValueError(f"unknown kernel backend {backend!r}; expected 'auto', 'triton', 'triton-8bit' or 'torch'")
+    reason = backend_unavailable_reason(backend, device)
     if reason is None:
         try:
-            from .launch import TRITON_BRANCHES
+            from .launch import TRITON_8BIT_BRANCHES, TRITON_BRANCHES
 
-            return TRITON_BRANCHES
+            return TRITON_8BIT_BRANCHES if backend == "triton-8bit" else TRITON_BRANCHES
         except ImportError as e:
             reason = f"the Triton kernels failed to load ({e})"
-    if backend == "triton":
-        raise RuntimeError(f"kernel backend 'triton' requested but unavailable: {reason}. Use 'auto' or 'torch'.")
+    if backend != "auto":
+        raise RuntimeError(f"kernel backend {backend!r} requested but unavailable: {reason}. Use 'auto' or 'torch'.")
     log_once(f"VORTA: using the PyTorch reference branches ({reason}); expect little or no speed-up.")
     return REFERENCE_BRANCHES

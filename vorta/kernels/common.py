@@ -40,3 +40,25 @@ def unit_last(x: torch.Tensor) -> torch.Tensor:
 
 def heads32(heads: torch.Tensor) -> torch.Tensor:
     return heads.to(torch.int32)
+
+
+QUANT_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores (Ada, Hopper, Blackwell); INT8 alone would run from 8.0
+
+
+def quant_unavailable_reason(device) -> Optional[str]:
+    """Why the 8-bit path cannot run on ``device``, or None when it can (the interpreter emulates it)."""
+    if INTERPRET:
+        return None
+    if torch.device(device).type != "cuda":
+        return "the 8-bit kernels need a CUDA GPU"
+    cc = torch.cuda.get_device_capability(device)
+    if cc < QUANT_MIN_CAPABILITY:
+        return (f"the 8-bit kernels need FP8 tensor cores (compute capability 8.9+: RTX 40/50, H100, B200); this GPU "
+                f"is {cc[0]}.{cc[1]}")
+    return None
+
+
+def check_quant_support(device, what: str) -> None:
+    reason = quant_unavailable_reason(device)
+    if reason is not None:
+        raise ValueError(f"{what}: {reason}. Use backend 'triton' (bf16).")

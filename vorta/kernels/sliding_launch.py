@@ -24,8 +24,9 @@ except ImportError:  # pragma: no cover - older Triton: pointer loads only
 from ..checks import check_kernel_support
 from ..geometry import TileLayout, TokenGrid, as_triple
 from ..routing import AttentionProblem, reference_sliding, sequence_rows
-from .common import INTERPRET, check_op_args, heads32, unit_last
+from .common import INTERPRET, check_op_args, check_quant_support, heads32, unit_last
 from .log import log_once
+from .quantize_launch import KVCopy, quantize_kv
 from .sliding_tile import sliding_tile_fwd_kernel, tile_gather_kernel
 
 
@@ -108,10 +109,11 @@ def tile_tables(grid: Tuple[int, int, int], tile: Tuple[int, int, int], device: 
 def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                     grid: List[int], tile: List[int], window: List[int], text_len: int,
                     text_valid: Optional[torch.Tensor], text_first: bool = False,
-                    values_checked: bool = False) -> None:
+                    values_checked: bool = False, quant: bool = False) -> None:
     """Sliding tile attention for the heads in ``heads`` of [B, S, H, D] views, written into ``out``.  The
     sequence is [video, text] or, with ``text_first``, [text, video].  ``values_checked``: the head indices and
-    ``text_valid`` values were checked by the caller (``routed_attention``), which saves one device read."""
+    ``text_valid`` values were checked by the caller (``routed_attention``), which saves one device read.
+    ``quant``: the 8-bit path (INT8 Q·K, FP8 P·V; ``vorta/kernels/quantize.py``), GPUs of compute capability 8.9+."""
     g = TokenGrid(*grid)
     tile, window = list(as_triple(tile, "tile")), list(as_triple(window, "window"))
     check_op_args(q, k, v, heads, out, g, text_len, text_valid, values_checked, "vorta::sliding_tile_attention")
@@ -121,24 +123,30 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
     layout = TileLayout(g, tuple(tile))
     nf, nh, nw = layout.tile_grid
     segment = min(window[2], nw) * layout.tile_tokens  # keys in one window segment (interior tiles)
-    configs = sliding_configs(layout.tile_tokens, D, q.device, segment, q.element_size())
-    key = (str(q.device), q.dtype, D, tuple(configs))  # whether a config fits depends on the head dim too
+    if quant:
+        check_quant_support(q.device, "vorta::sliding_tile_attention")
+    configs = sliding_configs(layout.tile_tokens, D, q.device, segment, 1 if quant else q.element_size())
+    key = (str(q.device), q.dtype, D, tuple(configs), quant)  # whether a config fits depends on the head dim too
     if key in _NO_CONFIG:  # known: nothing fits (do not recompile every call)
         raise NoKernelConfig(_NO_CONFIG[key])
     h = heads.numel()
     perm, tile_start = tile_tables(tuple(grid), tuple(tile), str(q.device))
     tv = text_valid.to(device=q.device, dtype=torch.int32) if text_valid is not None else heads
-    kt = torch.empty(B * h, L + text_len, D, dtype=k.dtype, device=k.device)  # tile-ordered video, then text
-    vt = torch.empty_like(kt)
-    gblock = 32 if INTERPRET else 64
-    tile_gather_kernel[(triton.cdiv(L + text_len, gblock), B * h)](
-        k, v, kt, vt, perm, heads, tv, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        h, L, L + text_len, video_row0, text_row0, BLOCK=gblock, HEAD_DIM=D,
-        HAS_TEXT_VALID=text_valid is not None, num_warps=4)
+    if quant:
+        kv = quantize_kv(k, v, heads, perm, tv, text_valid is not None, L, text_len, video_row0, text_row0)
+    else:
+        kt = torch.empty(B * h, L + text_len, D, dtype=k.dtype, device=k.device)  # tile-ordered video, then text
+        vt = torch.empty_like(kt)
+        gblock = 32 if INTERPRET else 64
+        tile_gather_kernel[(triton.cdiv(L + text_len, gblock), B * h)](
+            k, v, kt, vt, perm, heads, tv, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+            v.stride(2), h, L, L + text_len, video_row0, text_row0, BLOCK=gblock, HEAD_DIM=D,
+            HAS_TEXT_VALID=text_valid is not None, num_warps=4)
+        kv = KVCopy(kt, vt, heads, heads, 0)
     errors = []
     for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
         try:
-            _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
+            _sliding_launches(q, kv, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
                               text_len, text_first, configs[i])
         except OutOfResources as e:  # too little shared memory on this GPU: try the next, smaller config
             errors.append(f"{tuple(configs[i][:4])}: {e}")
@@ -157,7 +165,7 @@ class NoKernelConfig(RuntimeError):
     """Every launch config ran out of GPU resources; the branch falls back to the PyTorch reference."""
 
 
-def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
+def _sliding_launches(q, kv: KVCopy, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
                       text_first: bool, config: LaunchConfig) -> None:
     """The video-query launch(es) and, with text, the split text-query launch and its merge."""
     B, S, H, D = q.shape
@@ -167,25 +175,30 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
     nf, nh, nw = layout.tile_grid
     bm, bn = config.block_m, config.block_n
     tail_n = config.tail_n or bn
-    tma = config.tma and kt.shape[0] * kt.shape[1] < 2**31
+    kt, vt, quant = kv.k, kv.v, kv.pitch > 0
+    tma = config.tma and kt.shape[0] * kt.shape[1] < 2**31 and vt.numel() // max(kv.pitch, D) < 2**31
     if tma:
-        rows = kt.view(-1, D), vt.view(-1, D)
-        kd, vd = (TensorDescriptor.from_tensor(x, [bn, D]) for x in rows)
-        kd_tail, vd_tail = (TensorDescriptor.from_tensor(x, [tail_n, D]) for x in rows) if tail_n != bn else (kd, vd)
+        k_rows = kt.view(-1, D)
+        v_rows, v_block = (vt.view(-1, kv.pitch), lambda n: [D, n]) if quant else (vt.view(-1, D), lambda n: [n, D])
+        kd, vd = TensorDescriptor.from_tensor(k_rows, [bn, D]), TensorDescriptor.from_tensor(v_rows, v_block(bn))
+        kd_tail, vd_tail = kd, vd
+        if tail_n != bn:
+            kd_tail = TensorDescriptor.from_tensor(k_rows, [tail_n, D])
+            vd_tail = TensorDescriptor.from_tensor(v_rows, v_block(tail_n))
     else:
         kd, vd, kd_tail, vd_tail = kt, vt, kt, vt
 
     def launch(programs: int, block_m: int, warps: int, text_queries: bool, row_lo: int = 0, n_rows: int = 0,
                ws=(heads, heads, heads), splits: int = 1, chunk: int = 0) -> None:
         sliding_tile_fwd_kernel[(programs, B * h)](
-            q, kt, vt, kd, vd, kd_tail, vd_tail, out, heads, tile_start, tv, *ws,
-            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            q, kt, vt, kd, vd, kd_tail, vd_tail, out, heads, tile_start, tv, *ws, kv.k_scale, kv.v_scale,
+            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), kv.pitch,
             h, 1.4426950408889634 / math.sqrt(D),
             g.frames, g.height, g.width, nf, nh, nw, L, text_len, video_row0, text_row0, splits, chunk,
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
             ROW_LO=row_lo, ROWS=n_rows, HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None,
             TEXT_QUERIES=text_queries, BLOCK_M=block_m, BLOCK_N=bn, TAIL_N=tail_n, HEAD_DIM=D, USE_TMA=tma,
-            num_warps=warps, num_stages=config.stages,
+            QUANT=quant, FP8_DOT=not INTERPRET, num_warps=warps, num_stages=config.stages,
         )
 
     # Video query tiles: whole blocks of bm rows, then (row_split) the remaining rows in the smallest block.
@@ -214,7 +227,7 @@ def _sliding_launches(q, kt, vt, out, heads, tile_start, tv, text_valid, g, layo
     m = ws_m.amax(0)
     w = torch.exp2(ws_m - m)  # (splits, B*h, T)
     den = (ws_l * w).sum(0)
-    den = torch.where(den > 0, den, 1.0)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
+    den = torch.where(den == 0, 1.0, den)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
     o = ((ws_acc * w[..., None]).sum(0) / den[..., None]).view(B, h, T, D)
     if text_valid is not None:  # padded text rows output 0 (replaced: 0 * NaN would stay NaN)
         live = torch.arange(T, device=q.device)[None, :] < tv[:, None]
@@ -228,17 +241,18 @@ def _sm_count(device) -> int:
 
 
 @sliding_tile_op.register_fake
-def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid, text_first=False, values_checked=False) -> None:
+def _(q, k, v, heads, out, grid, tile, window, text_len, text_valid, text_first=False, values_checked=False,
+      quant=False) -> None:
     return None
 
 
-def triton_sliding(q, k, v, heads, out, p: AttentionProblem) -> None:
+def triton_sliding(q, k, v, heads, out, p: AttentionProblem, quant: bool = False) -> None:
     """The sliding branch for ``routed_attention``, which has checked the arguments' values."""
     check_kernel_support(q, "sliding tile attention")
     c = p.config
     try:
         sliding_tile_op(unit_last(q), unit_last(k), unit_last(v), heads32(heads), out, list(p.grid.shape),
-                        list(c.tile), list(c.window), p.text_len, p.text_valid, p.text_first, True)
+                        list(c.tile), list(c.window), p.text_len, p.text_valid, p.text_first, True, quant)
     except NoKernelConfig as e:
         log_once(f"VORTA: sliding tile heads use the PyTorch reference (slower): {e}")
         reference_sliding(q, k, v, heads, out, p)

@@ -99,32 +99,89 @@ def _load_kv(KT, VT, KT_DESC, VT_DESC, row, offs_n, d, rows_left,
 
 
 @triton.jit
-def _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, seg_lo, seg_hi, d,
-                    BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
+def _attend8(q8, sq, k8, sk, vt8, m_i, l_i, acc, mask, MASKED: tl.constexpr, FP8_DOT: tl.constexpr):
+    """``_attend`` on 8-bit operands: INT8 Q·K (per-row scales ``sq``, ``sk``) and FP8 P·V (P scaled by 448, V
+    transposed [D, N] with per-channel scales applied at the end).  Each block's P·V is added to the fp32
+    accumulator outside the tensor-core instruction (two-level accumulation).  Without ``FP8_DOT`` (Triton's
+    interpreter, whose FP8 dot is inexact) the same FP8 values are multiplied in fp16, which holds them exactly."""
+    s = tl.dot(q8, tl.trans(k8)).to(tl.float32) * sq[:, None] * sk[None, :]
+    if MASKED:
+        s = tl.where(mask[None, :], s, float("-inf"))
+        vt8 = tl.where(mask[None, :], vt8, tl.zeros_like(vt8))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    p8 = (p * 448.0).to(tl.float8e4nv)
+    if FP8_DOT:
+        pv = tl.dot(p8, tl.trans(vt8))
+    else:
+        pv = tl.dot(p8.to(tl.float16), tl.trans(vt8).to(tl.float16))
+    acc = acc * alpha[:, None] + pv
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row, vt_row, col, offs_n, d, rows_left, kv_pitch,
+              MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """``_load_kv`` for the 8-bit copies: K rows (int8) and their scales at buffer row ``row``, and the transposed
+    FP8 V block [D, N] at column ``col`` of this head's rows starting at ``vt_row``."""
+    ok = offs_n < rows_left
+    sk = tl.load(SK + row + offs_n, mask=ok, other=0.0)
+    if USE_TMA:
+        k = KT_DESC.load([row.to(tl.int32), 0])
+        vt = VT_DESC.load([vt_row.to(tl.int32), col.to(tl.int32)])
+    else:
+        kv = (row + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+        vv = (vt_row + d).to(tl.int64)[:, None] * kv_pitch + (col + offs_n)[None, :]
+        if MASKED:
+            k = tl.load(KT + kv, mask=ok[:, None], other=0)
+            vt = tl.load(VT + vv, mask=ok[None, :], other=0.0)
+        else:
+            k = tl.load(KT + kv)
+            vt = tl.load(VT + vv)
+    return k, sk, vt
+
+
+@triton.jit
+def _attend_segment(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, vt_row, kv_pitch,
+                    seg_lo, seg_hi, d, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr,
+                    HEAD_DIM: tl.constexpr, QUANT: tl.constexpr, FP8_DOT: tl.constexpr):
     """Keys ``[seg_lo, seg_hi)`` of this (batch, head)'s tile-ordered rows: whole blocks unmasked, then the tail."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, TAIL_N)
     full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
     for start in range(seg_lo, full_end, BLOCK_N):
-        k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
+        if QUANT:
+            k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row0 + start, vt_row, start, offs_n, d, BLOCK_N,
+                                  kv_pitch, False, USE_TMA, HEAD_DIM)
+            m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_n, False, FP8_DOT)
+        else:
+            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
     for start in range(full_end, seg_hi, TAIL_N):
-        k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA, HEAD_DIM)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_t < seg_hi - start, True)
+        if QUANT:
+            k, sk, vt = _load_kv8(KT, SK, VT, KT_TAIL, VT_TAIL, row0 + start, vt_row, start, offs_t, d,
+                                  seg_hi - start, kv_pitch, True, USE_TMA, HEAD_DIM)
+            m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_t < seg_hi - start, True, FP8_DOT)
+        else:
+            k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA,
+                            HEAD_DIM)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_t < seg_hi - start, True)
     return m_i, l_i, acc
 
 
 @triton.jit
 def sliding_tile_fwd_kernel(
-    Q, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L,
-    sqb, sqs, sqh, sob, sos, soh,
+    Q, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, O, HEADS, TILE_START, TEXT_VALID, WS_ACC, WS_M, WS_L, SK, VS,
+    sqb, sqs, sqh, sob, sos, soh, kv_pitch,
     n_heads_sel, qk_scale,
     GF, GH, GW, NF, NH, NW, VIDEO_LEN, TEXT_LEN, VIDEO_ROW0, TEXT_ROW0, SPLITS, SPLIT_CHUNK,
     TF: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     RF: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr, ROW_LO: tl.constexpr, ROWS: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_TEXT_VALID: tl.constexpr, TEXT_QUERIES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, QUANT: tl.constexpr, FP8_DOT: tl.constexpr,
 ):
     Q_BLOCKS: tl.constexpr = (ROWS + BLOCK_M - 1) // BLOCK_M
     pid_m = tl.program_id(0)
@@ -176,12 +233,24 @@ def sliding_tile_fwd_kernel(
         # A block whose first row lies past the last frame (ragged last frame-tile) has no rows: skip its work.
         n_video = tl.where(ta * TF + (ROW_LO + q_block * BLOCK_M) // (TH * TW) < GF, n_video, 0)
     q = tl.load(Q + b * sqb + head * sqh + q_idx * sqs + d[None, :], mask=q_live[:, None], other=0.0)
-    q = (q * qk_scale).to(q.dtype)
+    if QUANT:  # INT8 with one scale per query row (a non-finite row's scale is NaN: the row stays NaN)
+        qf = q.to(tl.float32) * qk_scale
+        q_finite = tl.abs(qf) < float("inf")
+        qf = tl.where(q_finite, qf, 0.0)
+        q_amax = tl.max(tl.abs(qf), 1)
+        q_bad = tl.sum((~q_finite).to(tl.int32), 1) > 0
+        sq = tl.where(q_bad, float("nan"), q_amax / 127.0)
+        qf = qf * tl.where(q_amax > 0, 127.0 / q_amax, 0.0)[:, None]
+        q = tl.where(qf >= 0, qf + 0.5, qf - 0.5).to(tl.int8)
+    else:
+        q = (q * qk_scale).to(q.dtype)
+        sq = qk_scale
 
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: an all-masked block leaves the state intact
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     row0 = pid_bh.to(tl.int64) * (VIDEO_LEN + TEXT_LEN)  # this (batch, head)'s rows of the tile-ordered K/V
+    vt_row = pid_bh.to(tl.int64) * HEAD_DIM  # ... and of the transposed 8-bit V
     n_segments = n_video
     if HAS_TEXT:
         n_segments = tl.where(n_video > 0, n_video + 1, 0)  # the valid text is the last segment
@@ -197,8 +266,11 @@ def sliding_tile_fwd_kernel(
         if HAS_TEXT:
             seg_lo = tl.where(r < n_video, seg_lo, VIDEO_LEN)
             seg_hi = tl.where(r < n_video, seg_hi, VIDEO_LEN + text_end)
-        m_i, l_i, acc = _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0,
-                                        seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend_segment(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0,
+                                        vt_row, kv_pitch, seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA, HEAD_DIM,
+                                        QUANT, FP8_DOT)
+    if QUANT:  # undo P's 448 and V's per-channel scales
+        acc = acc * (tl.load(VS + vt_row + d) / 448.0)[None, :]
 
     if TEXT_QUERIES:  # partial results of this split; the launcher merges the splits
         ws = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * TEXT_LEN + t_row
@@ -207,5 +279,5 @@ def sliding_tile_fwd_kernel(
         tl.store(WS_L + ws, l_i, mask=q_ok)
     else:
         o_ptr = O + b * sob + head * soh + q_idx * sos + d[None, :]
-        l_i = tl.where(l_i > 0, l_i, 1.0)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
+        l_i = tl.where(l_i == 0, 1.0, l_i)  # all scores -inf: every weight is 0, the output is 0 * V (as in SDPA)
         tl.store(o_ptr, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=q_ok[:, None])
