@@ -15,7 +15,7 @@ from ..router import OFFICIAL_TAU_SPARSE
 
 MODES = ("auto", "router", "schedule", "full", "sliding", "coreset")
 PRESET_CHOICES = ("auto", "custom") + tuple(PRESETS)
-BACKENDS = ("auto", "triton", "triton-8bit", "torch")
+BACKENDS = ("auto", "triton", "torch")  # "triton-8bit" exists (select_branches) but is not offered: slower, see bench/results
 _GEOMETRY_DEFAULT = VortaConfig()  # the official Wan2.1-14B training geometry, shown for preset 'custom'
 
 
@@ -69,9 +69,8 @@ APPLY: Tuple[SettingSpec, ...] = (
         "Blocks that always use full attention, e.g. '0,1,38-39'. HunyuanVideo counts double blocks first, then "
         "single blocks (single j = 20 + j for the 13B model).")),
     SettingSpec("backend", "combo", "auto", options=BACKENDS, tooltip=(
-        "Sparse-branch kernels: auto (Triton bf16 on CUDA GPUs, else PyTorch), triton (error if unavailable), "
-        "triton-8bit (INT8 Q·K and FP8 P·V like SageAttention, faster; RTX 40/50, H100 and newer; check its error "
-        "with audit_heads), torch (reference, slow; for checking).")),
+        "Sparse-branch kernels: auto (Triton on CUDA GPUs, else PyTorch), triton (error if unavailable), torch "
+        "(reference, slow; for checking).")),
     SettingSpec("audit_heads", "int", 0, low=0, high=256, step=1, tooltip=(
         "Quality check: per step, this many (layer, head) pairs also compute full attention on 1/8 of the queries; "
         "the run summary reports the measured error of the branch each took. 0 = off.")),

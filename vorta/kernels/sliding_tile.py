@@ -23,6 +23,10 @@ head, so the video keys (in tile order: order does not matter for dense attentio
 chunks to fill the GPU; each split writes its partial (acc, max, sum) and the launcher merges them
 (log-sum-exp); padded text rows output 0.
 ``USE_TMA`` loads the tile-ordered K/V blocks through Hopper's TMA (host tensor descriptors).
+``QUANT`` is the 8-bit path (``vorta/kernels/quantize.py`` makes the copies): Q is quantized to INT8 per row in the
+kernel, Q·K runs on INT8 tensor cores, P·V on FP8 ones (V transposed), scales applied to the fp32 scores and the
+accumulator.  Correct on the H100 (per-head cosine >= 0.9992 against the bf16 kernel) but, in Triton 3.6, about
+half the bf16 kernel's speed (bench/results/2026-11-24-quant-h100.md), so the nodes do not offer it yet.
 Non-finite values: a key row outside the current segment never enters a sum.  Masked loads read it as 0; a TMA
 tail block reads it unmasked (the next segment, head or batch element), so its score is set to -inf and its
 value row to 0 before the dot (a zero weight times inf would be NaN and travel across heads and batches).
@@ -122,24 +126,27 @@ def _attend8(q8, sq, k8, sk, vt8, m_i, l_i, acc, mask, MASKED: tl.constexpr, FP8
 
 
 @triton.jit
-def _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row, vt_row, col, offs_n, d, rows_left, kv_pitch,
+def _load_kv8(KT, SK, VT, KT_DESC, row, vt_row, col, offs_n, d, rows_left, kv_pitch,
               MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
     """``_load_kv`` for the 8-bit copies: K rows (int8) and their scales at buffer row ``row``, and the transposed
-    FP8 V block [D, N] at column ``col`` of this head's rows starting at ``vt_row``."""
+    FP8 V block [D, N] at column ``col`` of this head's rows starting at ``vt_row``.  V^T is read with pointer
+    loads even with TMA: its blocks start at any key (a window segment starts where its tile does), and TMA
+    needs 16-byte aligned starts along the contiguous dimension."""
     ok = offs_n < rows_left
     sk = tl.load(SK + row + offs_n, mask=ok, other=0.0)
+    vv = (vt_row + d).to(tl.int64)[:, None] * kv_pitch + (col + offs_n)[None, :]
     if USE_TMA:
         k = KT_DESC.load([row.to(tl.int32), 0])
-        vt = VT_DESC.load([vt_row.to(tl.int32), col.to(tl.int32)])
     else:
         kv = (row + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
-        vv = (vt_row + d).to(tl.int64)[:, None] * kv_pitch + (col + offs_n)[None, :]
         if MASKED:
             k = tl.load(KT + kv, mask=ok[:, None], other=0)
-            vt = tl.load(VT + vv, mask=ok[None, :], other=0.0)
         else:
             k = tl.load(KT + kv)
-            vt = tl.load(VT + vv)
+    if MASKED:
+        vt = tl.load(VT + vv, mask=ok[None, :], other=0.0)
+    else:
+        vt = tl.load(VT + vv)
     return k, sk, vt
 
 
@@ -153,16 +160,16 @@ def _attend_segment(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL,
     full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
     for start in range(seg_lo, full_end, BLOCK_N):
         if QUANT:
-            k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row0 + start, vt_row, start, offs_n, d, BLOCK_N,
-                                  kv_pitch, False, USE_TMA, HEAD_DIM)
+            k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, row0 + start, vt_row, start, offs_n, d, BLOCK_N, kv_pitch,
+                                  False, USE_TMA, HEAD_DIM)
             m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_n, False, FP8_DOT)
         else:
             k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
             m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
     for start in range(full_end, seg_hi, TAIL_N):
         if QUANT:
-            k, sk, vt = _load_kv8(KT, SK, VT, KT_TAIL, VT_TAIL, row0 + start, vt_row, start, offs_t, d,
-                                  seg_hi - start, kv_pitch, True, USE_TMA, HEAD_DIM)
+            k, sk, vt = _load_kv8(KT, SK, VT, KT_TAIL, row0 + start, vt_row, start, offs_t, d, seg_hi - start,
+                                  kv_pitch, True, USE_TMA, HEAD_DIM)
             m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_t < seg_hi - start, True, FP8_DOT)
         else:
             k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA,
