@@ -111,7 +111,8 @@ def main(argv=None) -> int:
         for i, s in enumerate(args.shape_list):
             for p in precisions:
                 configs = fixed if fixed is not None else consumer_configs(s)
-                rows += run_configs(s, dev, configs, p, branch_runners(p)[0])
+                rows += attempt(f"launch configs on {s.name}", lambda: run_configs(s, dev, configs, p,
+                                                                                     branch_runners(p)[0]), [])
             write(args, head, rows, f"(partial: {i + 1} of {len(args.shape_list)} shapes)")
     else:
         from kbench.branches import rows_for
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
         for i, s in enumerate(args.shape_list):
             rows += rows_for(s, dev, args.parts, precisions, args.quick, not args.no_flex)
             if "kitchen" in args.parts and s.model is not None:
-                rows += run_kitchen(s, dev)
+                rows += attempt(f"kitchen rows of {s.name}", lambda: run_kitchen(s, dev), [])
             torch.cuda.empty_cache()
             write(args, head, rows, f"(partial: {i + 1} of {len(args.shape_list)} shapes)")
     print(write(args, head, rows))

@@ -73,11 +73,12 @@ def parse_sweep(text: str) -> List[Tuple[str, object]]:
     the way the launcher parses the variable (so a malformed entry fails here, before any GPU work)."""
     from comfyui_vorta.vorta.kernels import sliding_launch
 
+    dev = torch.device("cuda") if torch.cuda.is_available() else None  # an omitted tma field: this GPU's default
     out = []
     for part in (p.strip() for p in text.split(";")):
         if part:
             with forced(part):
-                out.append(("sweep", sliding_launch.sliding_configs(256, HEAD_DIM)[0]))
+                out.append(("sweep", sliding_launch.sliding_configs(256, HEAD_DIM, dev)[0]))
     return out
 
 
