@@ -50,14 +50,17 @@ def _pow2_at_least(n: int, lo: int = 16) -> int:
 
 
 def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0,
-                    elem_size: int = 2) -> List[LaunchConfig]:
+                    elem_size: int = 2, smem_limit: Optional[int] = None,
+                    tma: Optional[bool] = None) -> List[LaunchConfig]:
     """Launch configs to try, best first.  The first is measured on the H100 (bench/results, launch sweeps):
     with TMA and tiles of 256+ tokens, 128-row query blocks (a tile's last rows in a smaller block) and 128-key
     blocks with the window segments' tails in the smallest block that holds them; otherwise (small tiles such
     as Wan-1.3B's 192, or no TMA: Ampere, Ada) the query block that pads a tile least and 64-key blocks.  Smaller ones follow for GPUs with less shared memory (consumer cards have
     ~100 KB per block); configs whose K/V pipeline cannot fit the device's shared memory are left out.
-    ``VORTA_STA_CONFIG="BM,BN,warps,stages[,tma[,tail_n[,row_split]]]"`` forces one config."""
-    tma = _tma_default(device)
+    ``VORTA_STA_CONFIG="BM,BN,warps,stages[,tma[,tail_n[,row_split]]]"`` forces one config.
+    ``smem_limit`` (bytes per block) and ``tma`` replace what ``device`` has, to ask what another GPU would get
+    (bench/kernel_bench.py --consumer: ~100 KB and no TMA on RTX 40 cards)."""
+    tma = _tma_default(device) if tma is None else tma
     env = os.environ.get("VORTA_STA_CONFIG")
     if env:
         v = [int(x) for x in env.split(",")]
@@ -71,7 +74,7 @@ def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens
     else:  # small tiles (or no TMA): the query block that pads a tile least
         waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
         best = LaunchConfig(64, 64, 4, 3, tma) if waste[128] > waste[64] else LaunchConfig(128, 64, 8, 3, tma)
-    limit = _smem_limit(device)
+    limit = _smem_limit(device) if smem_limit is None else smem_limit
     out: List[LaunchConfig] = []
     for c in [best] + [LaunchConfig(*c, tma) for c in SMALLER_CONFIGS]:
         need = ((c.stages - 1) * 2 * c.block_n + c.block_m) * head_dim * elem_size  # K/V buffers in flight + Q

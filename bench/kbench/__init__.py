@@ -1,0 +1,1 @@
+"""Parts of ``bench/kernel_bench.py`` (one job per module); not shipped, imported with bench/ on sys.path."""
