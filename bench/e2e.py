@@ -1,19 +1,39 @@
-"""End-to-end step time inside ComfyUI: real model architectures, random bf16 weights, patched like a workflow.
+"""End-to-end step time inside ComfyUI: real model architectures, random weights, patched like a workflow.
 
     python bench/e2e.py --model wan14b [--res 720p] [--frames 81] [--md out.md]
     python bench/e2e.py --model wan1.3b,wan14b,hunyuan --md e2e.md   # one process, in order
     python bench/e2e.py --model wan,hunyuan --tiny                   # CPU smoke run
+    python bench/e2e.py --model wan14b --configs dense,mix \
+        --stacks bf16:triton,bf16:triton-int8,fp8_e4m3fn_fast:triton  # weight dtype x VORTA backend, side by side
 
-What it does (issue 5):
+What it does (issue 5; weight dtypes and stacks: issue 15):
 
-* **Model**: ComfyUI (``COMFYUI_PATH``) builds the diffusion model from the ``unet_config`` that
-  ``comfy.model_detection`` would detect for the real checkpoint, through the same calls as
-  ``comfy.sd.load_diffusion_model_state_dict`` (``model_config_from_unet_config`` -> ``set_inference_dtype`` ->
-  ``get_model(device=cuda)`` -> ``ModelPatcher``), with ComfyUI's ``disable_weight_init`` operations so the
-  parameters are created uninitialised on the GPU; they are then filled in place (normal * 0.02, norm scales 1).
-  No checkpoint is read or written. Step time does not depend on the weight values.
+* **Model**: ComfyUI (``COMFYUI_PATH``) loads the diffusion model through ``comfy.sd.load_diffusion_model_state_dict``
+  -- the function ``UNETLoader`` (Load Diffusion Model) reaches through ``comfy.sd.load_diffusion_model`` once the
+  file is read -- with the ``model_options`` that UNETLoader builds for its ``weight_dtype`` input (``--weight-dtype``:
+  default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2; ``bf16`` = ``default`` on a bf16 checkpoint, the default). So the
+  weight dtype, the manual-cast dtype and the operations (``fp8_ops`` with fp8 matmuls when ComfyUI finds fp8 compute
+  for ``fp8_e4m3fn_fast``) are ComfyUI's own decisions. The "checkpoint" is a bf16 state dict with the keys and
+  shapes of the real file (the diffusion model ComfyUI builds for the ``unet_config`` that ``comfy.model_detection``
+  detects for the real checkpoint, instantiated on the meta device); its tensors are views into one random buffer
+  (N(0, 0.02) at a different offset per key, norm scales 1), so no 28 GB file is read, written or held. ComfyUI
+  detects the model class from it as it would from the file. Step time does not depend on the weight values.
+  ``--build direct`` keeps the earlier builder (``get_model(device=cuda)`` + in-place fill; bf16 only).
 * **Patch**: the Apply VORTA node's own ``execute`` (``nodes/apply.py``) with the node's defaults, as a workflow
-  would (``--no-node`` falls back to the two lines it runs: ``build_settings`` + ``apply_vorta``).
+  would (``--no-node`` falls back to the two lines it runs: ``build_settings`` + ``apply_vorta``); ``--backend`` is
+  passed to its ``backend`` input unchecked, so the node validates it.
+* **Stacks**: ``--stacks wd:backend,...`` runs each weight dtype's model once (freed before the next one is loaded: one
+  model on the GPU at a time): its ``dense`` row, then the VORTA configurations for every backend listed with it. A
+  summary table per model gives each stack's step time against the dense step with the same weights and against
+  the bf16 dense step.
+* **Dense attention**: ComfyUI's own attention function, ``attention_pytorch`` (on CUDA the bench sets ComfyUI's
+  ``--use-pytorch-cross-attention`` flag, so an installed xformers is not preferred), with the SDPA backend priority
+  that ``comfy.ops`` applies around every large call set to cuDNN first (``--dense-sdpa cudnn``, the default; ComfyUI
+  0.3.64 puts cuDNN first itself, 0.33 FlashAttention first: ``--dense-sdpa comfy`` leaves ComfyUI's choices).
+  The same priority serves VORTA's full heads and cross-attention, which run on ComfyUI's attention. The backend that
+  actually ran is read back: after the ``dense`` configuration, one self- and one cross-attention call with the
+  shapes, dtypes and arguments the model used are replayed under the PyTorch profiler (CPU side only) and the SDPA
+  operator that ran (``aten::_scaled_dot_product_cudnn_attention`` etc.) is reported.
 * **Step**: ComfyUI's ``CFGGuider.sample`` with a ``KSAMPLER`` whose sampler function calls the wrapped model at
   chosen sigmas of a 50-step ``simple`` schedule and times each call: one call = one denoising step as a sampler
   runs it (cond + uncond through ``calc_cond_batch``, ComfyUI batching them when its memory rule allows; the
@@ -53,7 +73,10 @@ import torch
 
 from comfyui_vorta.vorta.config import BRANCHES, CORESET, FULL, SLIDING, VortaConfig, preset_for
 from comfyui_vorta.vorta.geometry import grid_from_latent
+from comfyui_vorta.vorta.comfy.setting_specs import DEFAULTS as NODE_DEFAULTS
 from comfyui_vorta.vorta.router import RouterSet, official_layer_names
+
+DEFAULT_BACKEND = str(NODE_DEFAULTS["backend"])  # Apply VORTA's default backend input
 
 
 SCHEDULE_STEPS = 50
@@ -131,8 +154,10 @@ def latent_shape(spec: Spec, res: Tuple[int, int], frames: int) -> Tuple[int, ..
 
 
 # ---------------------------------------------------------------------------------------------- ComfyUI
-def import_comfy(cpu: bool):
-    """Import ComfyUI from COMFYUI_PATH (like tests/integration): stubs for torchvision / av when missing."""
+def import_comfy(cpu: bool, pytorch_attention: bool = False):
+    """Import ComfyUI from COMFYUI_PATH (like tests/integration): stubs for torchvision / av when missing.
+    ``pytorch_attention``: ComfyUI's ``--use-pytorch-cross-attention`` (attention_pytorch even where xformers is
+    installed, which ComfyUI would otherwise prefer)."""
     path = os.environ.get("COMFYUI_PATH")
     if not path:
         raise SystemExit("COMFYUI_PATH is not set: point it at a ComfyUI checkout (tested at 0.3.64)")
@@ -150,9 +175,128 @@ def import_comfy(cpu: bool):
     args.cpu = cpu
     # keep the model where it was built: the benchmark builds it on the GPU and never offloads it
     args.highvram = not cpu
+    if pytorch_attention:
+        args.use_pytorch_cross_attention = True
     import comfy.model_management  # noqa: F401
     import comfy.sd  # noqa: F401
     import comfy.samplers  # noqa: F401
+
+
+def set_dense_sdpa(choice: str) -> str:
+    """``--dense-sdpa``: the SDPA backend priority ComfyUI's ``comfy.ops.scaled_dot_product_attention`` applies around
+    every large attention call (``SDPA_BACKEND_PRIORITY``, read at call time). 'cudnn' moves cuDNN to the front (as
+    ComfyUI 0.3.64 has it; 0.33 puts FlashAttention first), 'comfy' leaves ComfyUI's order. Returns a description."""
+    import comfy.ops
+
+    prio = getattr(comfy.ops, "SDPA_BACKEND_PRIORITY", None)
+    if prio is None:
+        return "ComfyUI sets no SDPA priority here (no CUDA, or torch without set_priority): PyTorch's own choice"
+    own = " > ".join(b.name for b in prio)
+    if choice == "cudnn":
+        from torch.nn.attention import SDPBackend
+
+        prio[:] = [SDPBackend.CUDNN_ATTENTION] + [b for b in prio if b != SDPBackend.CUDNN_ATTENTION]
+        now = " > ".join(b.name for b in prio)
+        return f"SDPA priority {now} (set by --dense-sdpa cudnn; this ComfyUI's own: {own})"
+    return f"SDPA priority {own} (ComfyUI's own, --dense-sdpa comfy)"
+
+
+def sdpa_priority():
+    """The same priority as the process-wide default during sampling, for the calls ComfyUI sends to SDPA without
+    its context (small inputs in 0.33) and VORTA's own; a no-op where ComfyUI sets none."""
+    import contextlib
+
+    import comfy.ops
+
+    prio = getattr(comfy.ops, "SDPA_BACKEND_PRIORITY", None)
+    if prio is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import sdpa_kernel
+
+    return sdpa_kernel(list(prio), set_priority=True)
+
+
+SDPA_OPS = (  # PyTorch's SDPA dispatch targets, most specific first -> what they are
+    ("_scaled_dot_product_cudnn_attention", "cuDNN"),
+    ("_scaled_dot_product_flash_attention_for_cpu", "flash (CPU)"),
+    ("_scaled_dot_product_flash_attention", "FlashAttention-2 (PyTorch SDPA)"),
+    ("_scaled_dot_product_efficient_attention", "memory-efficient (PyTorch SDPA)"),
+    ("_scaled_dot_product_fused_attention_overrideable", "fused (overrideable)"),
+    ("_scaled_dot_product_attention_math", "math (PyTorch SDPA)"),
+)
+
+
+@dataclass
+class TensorSpec:
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def make(self) -> torch.Tensor:
+        if self.dtype.is_floating_point:
+            return torch.randn(self.shape, device=self.device, dtype=self.dtype)
+        if self.dtype == torch.bool:
+            return torch.ones(self.shape, device=self.device, dtype=torch.bool)
+        return torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+
+
+def _as_spec(x):
+    return TensorSpec(tuple(x.shape), x.dtype, x.device) if isinstance(x, torch.Tensor) else x
+
+
+def _from_spec(x):
+    return x.make() if isinstance(x, TensorSpec) else x
+
+
+def probe_attention(calls: Dict[str, tuple], cuda: bool) -> Dict[str, Tuple[str, str]]:
+    """Replay one recorded attention call per kind (same function, shapes, dtypes and arguments; random values) under
+    the PyTorch profiler, CPU side only, and name the SDPA operator it dispatched to: kind -> (short, long)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out: Dict[str, Tuple[str, str]] = {}
+    for cat, (func, args, kwargs) in calls.items():
+        a = [_from_spec(x) for x in args]
+        kw = {k: _from_spec(v) for k, v in kwargs.items()}
+        if "transformer_options" in kwargs:
+            kw["transformer_options"] = {}
+        try:
+            with torch.inference_mode(), sdpa_priority(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                func(*a, **kw)
+            if cuda:
+                torch.cuda.synchronize()
+        except Exception as e:  # pragma: no cover - reported, not fatal
+            out[cat] = ("?", f"probe failed ({type(e).__name__}: {str(e)[:120]})")
+            continue
+        names = {e.key for e in prof.key_averages()}
+        found = [what for op, what in SDPA_OPS if f"aten::{op}" in names]
+        other = sorted(n for n in names if any(w in n.lower() for w in ("flash_attn", "sage", "xformers", "kitchen")))
+        fn = getattr(func, "__name__", type(func).__name__)
+        short = (" + ".join(found) + " SDPA") if found else (", ".join(other) or f"`{fn}`")
+        out[cat] = (short, (" + ".join(found) or ", ".join(other) or "no SDPA call") + f" (ComfyUI `{fn}`)")
+        del a, kw
+    return out
+
+
+class ComfyLog(logging.Handler):
+    """Counts ComfyUI's INFO line for a failed fp8 matmul ("Exception during fp8 op"): ComfyUI then falls back to
+    the manual cast silently, so an fp8_e4m3fn_fast row would not be what it says."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.fp8_failures = 0
+        self.first_fp8_failure = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # pragma: no cover
+            return
+        if msg.startswith("Exception during fp8 op"):
+            self.fp8_failures += 1
+            self.first_fp8_failure = self.first_fp8_failure or msg[:200]
+
+
+COMFY_LOG = ComfyLog()
 
 
 def fill_random_(module: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
@@ -167,21 +311,25 @@ def fill_random_(module: torch.nn.Module, seed: int = 0, scale: float = 0.02) ->
                 p.normal_(0.0, scale, generator=g)
 
 
-def build_model(spec: Spec, dtype: torch.dtype):
-    """A ModelPatcher around the diffusion model at ``spec.unet``, built the way comfy.sd loads a diffusion model."""
-    import comfy.model_detection
-    import comfy.model_management as mm
-    import comfy.model_patcher
-
+def unet_config_for(spec: Spec) -> dict:
     unet_config = dict(spec.unet)
     if unet_config.get("image_model") == "hunyuan_video":  # ComfyUI >= 0.3.70 requires the HunyuanVideo 1.5 fields
-        import dataclasses
-
         from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
 
         fields = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
         new = {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}
         unet_config.update({k: v for k, v in new.items() if k in fields})
+    return unet_config
+
+
+def build_model(spec: Spec, dtype: torch.dtype):
+    """``--build direct``: a ModelPatcher around the diffusion model at ``spec.unet``, built on the GPU with the calls
+    comfy.sd makes (``set_inference_dtype`` -> ``get_model`` -> ``ModelPatcher``) and filled in place."""
+    import comfy.model_detection
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    unet_config = unet_config_for(spec)
     model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
     if model_config is None:
         raise RuntimeError(f"ComfyUI found no model class for {unet_config}")
@@ -192,6 +340,108 @@ def build_model(spec: Spec, dtype: torch.dtype):
     fill_random_(model.diffusion_model)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
     return patcher, type(model_config).__name__
+
+
+# ComfyUI's UNETLoader (nodes.py, "Load Diffusion Model"; the same in 0.3.64 and 0.33): its weight_dtype input and
+# the model_options it hands to comfy.sd.load_diffusion_model. "bf16" is this benchmark's name for "default" on the
+# bf16 checkpoint (the Comfy-Org repackaged *_bf16.safetensors), where ComfyUI keeps bf16 on a bf16-capable GPU.
+WEIGHT_DTYPES = ("bf16", "default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+
+
+def unet_loader_options(weight_dtype: str) -> dict:
+    """``model_options`` exactly as ``UNETLoader.load_unet`` builds them for ``weight_dtype``."""
+    if weight_dtype in ("bf16", "default"):
+        return {}
+    if weight_dtype == "fp8_e4m3fn":
+        return {"dtype": torch.float8_e4m3fn}
+    if weight_dtype == "fp8_e4m3fn_fast":
+        return {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}
+    if weight_dtype == "fp8_e5m2":
+        return {"dtype": torch.float8_e5m2}
+    raise ValueError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
+
+
+def check_unet_loader(comfy_path: str) -> Optional[str]:
+    """A warning when this ComfyUI's UNETLoader does not offer the weight dtypes mapped above (read as text: nodes.py
+    is not imported)."""
+    try:
+        text = pathlib.Path(comfy_path, "nodes.py").read_text(encoding="utf-8")
+        block = text[text.index("class UNETLoader"):]
+        block = block[:block.index("\nclass ", 1)]
+    except (OSError, ValueError):
+        return "could not read UNETLoader from this ComfyUI's nodes.py; the weight_dtype mapping is unchecked"
+    missing = [w for w in WEIGHT_DTYPES[1:] if f'"{w}"' not in block]
+    if missing or '"fp8_optimizations"' not in block:
+        return (f"this ComfyUI's UNETLoader differs from the mapping used here (missing {missing or 'fp8_optimizations'});"
+                " check unet_loader_options against its nodes.py")
+    return None
+
+
+def checkpoint_layout(spec: Spec) -> Dict[str, torch.Size]:
+    """Keys and shapes of the real diffusion-model file: the state dict of the diffusion model ComfyUI builds for
+    ``spec.unet``, instantiated on the meta device (no memory)."""
+    import comfy.model_detection
+
+    unet_config = unet_config_for(spec)
+    model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
+    if model_config is None:
+        raise RuntimeError(f"ComfyUI found no model class for {unet_config}")
+    model_config.set_inference_dtype(torch.bfloat16, None)
+    model = model_config.get_model({}, "", device=torch.device("meta"))
+    return {k: v.shape for k, v in model.diffusion_model.state_dict().items()}
+
+
+def random_checkpoint(layout: Dict[str, torch.Size], device, seed: int = 0, scale: float = 0.02) -> Dict[str, torch.Tensor]:
+    """A bf16 state dict with the checkpoint's keys and shapes. Its tensors are views into one random buffer of twice
+    the largest tensor (N(0, scale), a different offset per key) and, for normalisation scales, into a buffer of ones:
+    what the loader would read from the file, at the cost of a few hundred MB."""
+    is_norm = lambda k: "norm" in k and k.endswith(("weight", "scale"))  # noqa: E731  (as fill_random_)
+    biggest = max(shape.numel() for shape in layout.values())
+    ones_n = max([shape.numel() for k, shape in layout.items() if is_norm(k)] or [1])
+    g = torch.Generator(device=device).manual_seed(seed)
+    pool = torch.empty(2 * biggest, dtype=torch.bfloat16, device=device).normal_(0.0, scale, generator=g)
+    ones = torch.ones(ones_n, dtype=torch.bfloat16, device=device)
+    sd = {}
+    for i, (k, shape) in enumerate(layout.items()):
+        n = shape.numel()
+        if is_norm(k):
+            sd[k] = ones[:n].view(shape)
+        else:
+            off = (i * 1_000_003) % (biggest + 1)  # off + n <= 2 * biggest
+            sd[k] = pool[off:off + n].view(shape)
+    return sd
+
+
+def load_model(spec: Spec, weight_dtype: str, device):
+    """A ModelPatcher from ComfyUI's own diffusion-model loader, with UNETLoader's model_options for ``weight_dtype``."""
+    import comfy.sd
+
+    sd = random_checkpoint(checkpoint_layout(spec), device)
+    patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options=unet_loader_options(weight_dtype))
+    del sd  # the loader copied the values into the model's own parameters
+    if patcher is None:
+        raise RuntimeError(f"ComfyUI's loader did not recognise the {spec.title} checkpoint layout")
+    if getattr(patcher, "is_dynamic", lambda: False)():  # pragma: no cover - only when main.py enabled dynamic VRAM
+        raise RuntimeError("ComfyUI returned a dynamic-VRAM ModelPatcher; this benchmark keeps the model resident")
+    return patcher, type(patcher.model.model_config).__name__
+
+
+OPS_MEANING = {
+    "fp8_ops": "fp8 matmuls (ComfyUI fp8_ops, torch._scaled_mm)",
+    "manual_cast": "weights cast to the compute dtype per layer (ComfyUI manual_cast)",
+    "disable_weight_init": "native (ComfyUI disable_weight_init)",
+}
+
+
+def describe_weights(patcher) -> Dict[str, str]:
+    """What ComfyUI made of the model: weight dtype, compute dtype, the operations class of its Linear layers."""
+    model = patcher.model
+    lin = next((m for m in model.diffusion_model.modules() if isinstance(m, torch.nn.Linear)), None)
+    ops = type(lin).__qualname__.split(".")[0] if lin is not None else "?"
+    dtype = str(model.get_dtype()).replace("torch.", "")
+    cast = model.manual_cast_dtype
+    compute = str(cast).replace("torch.", "") if cast is not None else dtype
+    return {"dtype": dtype, "compute": compute, "ops": ops, "ops_meaning": OPS_MEANING.get(ops, ops)}
 
 
 def conditioning(spec: Spec, device="cpu"):
@@ -218,6 +468,7 @@ class Timer:
         self.inside = 0  # > 0 while VORTA's attention runs (its full-head calls reach the dense override)
         self.batches: List[int] = []
         self.branch_impl = "-"
+        self.probe: Optional[Dict[str, tuple]] = None  # a dict while dense runs: one attention call per kind
 
     def now(self):
         if self.cuda:
@@ -264,6 +515,12 @@ def instrument(patcher, timer: Timer, seq_len: int):
     m = patcher.clone()
 
     def override(func, *args, **kwargs):
+        if timer.probe is not None and not timer.inside:
+            kind = _kind(*_lengths(args, kwargs)[:2], seq_len)
+            if kind not in timer.probe:  # shapes and arguments only: replayed by probe_attention after the run
+                timer.probe[kind] = (func, tuple(_as_spec(a) for a in args),
+                                     {k: _as_spec(v) for k, v in kwargs.items() if k != "transformer_options"}
+                                     | ({"transformer_options": None} if "transformer_options" in kwargs else {}))
         if not timer.enabled:
             return func(*args, **kwargs)
         lq, lk, _ = _lengths(args, kwargs)
@@ -371,13 +628,28 @@ class Row:
     self_share: float = float("nan")
     note: str = ""
     batches: str = ""
+    config: str = ""  # the configuration without the backend suffix
+    backend: str = ""  # VORTA's backend input ('' for dense)
+    kernels: str = ""  # the branch implementation that ran
+    dense_like: bool = False
+
+
+class NodeRejected(Exception):
+    """Apply VORTA refused the inputs (e.g. an unknown or unavailable backend)."""
 
 
 class Bench:
-    def __init__(self, spec: Spec, args, cuda: bool, deadline: float):
+    def __init__(self, spec: Spec, args, cuda: bool, deadline: float, weight_dtype: str = "bf16",
+                 backends: Optional[List[str]] = None):
         self.spec, self.args, self.cuda, self.deadline = spec, args, cuda, deadline
+        self.weight_dtype = weight_dtype
+        self.backends = list(backends or [DEFAULT_BACKEND])
         self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.dtype = torch.bfloat16 if cuda else torch.float32  # --build direct
+        self.weights_info: Dict[str, str] = {}
+        self.dense_attention: Dict[str, Tuple[str, str]] = {}  # kind -> (short, long), from probe_attention
+        self.backend_errors: Dict[str, str] = {}
+        self.fp8_failures = 0
         self.res = parse_res(args.res if not args.tiny else None, spec)
         self.frames = args.frames if (args.frames and not args.tiny) else spec.frames
         self.shape = latent_shape(spec, self.res, self.frames)
@@ -396,10 +668,23 @@ class Bench:
         import comfy.samplers
 
         t0 = time.perf_counter()
-        self.base, self.config_class = build_model(self.spec, self.dtype)
+        if self.args.build == "direct":
+            self.base, self.config_class = build_model(self.spec, self.dtype)
+        else:
+            self.base, self.config_class = load_model(self.spec, self.weight_dtype, self.device)
         if self.cuda:
             torch.cuda.synchronize()
         self.build_s = time.perf_counter() - t0
+        self.weights_info = describe_weights(self.base)
+        w = self.weights_info
+        if self.weight_dtype == "fp8_e4m3fn_fast" and w["ops"] != "fp8_ops":
+            msg = (f"fp8_e4m3fn_fast: ComfyUI found no fp8 compute on {self.device.type} (supports_fp8_compute is "
+                   f"False), so it runs this like fp8_e4m3fn: {w['ops_meaning']}")
+            self.notes.append(msg)
+            print(f"  note: {msg}", flush=True)
+        if self.weight_dtype == "bf16" and w["dtype"] != "bfloat16":
+            self.notes.append(f"weights `bf16`: ComfyUI chose {w['dtype']} on {self.device.type} (its own choice for "
+                              "a bf16 checkpoint with weight_dtype default)")
         self.weights = torch.cuda.memory_allocated() if self.cuda else sum(
             p.numel() * p.element_size() for p in self.base.model.parameters())
         dm = self.base.model.diffusion_model
@@ -417,9 +702,18 @@ class Bench:
             self.node_inputs = dict(preset="auto")
             self.config = preset_for(self.spec.family, self.grid.shape, self.adapter.dim).config
 
-    def patch(self, mode: str, bundle=None):
-        """Apply VORTA exactly as a workflow does: the node's execute with the node's defaults."""
+    def patch(self, mode: str, bundle=None, backend: Optional[str] = None):
+        """Apply VORTA exactly as a workflow does: the node's execute with the node's defaults (``backend`` passed
+        unchecked to its backend input). NodeRejected carries the node's own error."""
         inputs = dict(mode=mode, **self.node_inputs)
+        if backend is not None:
+            inputs["backend"] = backend
+        try:
+            return self._patch(inputs, bundle)
+        except (ValueError, RuntimeError) as e:
+            raise NodeRejected(f"{type(e).__name__}: {e}") from e
+
+    def _patch(self, inputs: dict, bundle):
         if not self.args.no_node:
             from comfyui_vorta.nodes.apply import VortaApply
             from comfyui_vorta.vorta.comfy.setting_specs import APPLY
@@ -512,7 +806,7 @@ class Bench:
         guider.set_cfg(self.spec.cfg)
         noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(0))
         latent = torch.zeros(self.shape)
-        with torch.inference_mode():
+        with torch.inference_mode(), sdpa_priority():
             guider.sample(noise, latent, comfy.samplers.KSAMPLER(sampler_fn), self.sigmas, disable_pbar=True, seed=0)
         return results
 
@@ -526,7 +820,7 @@ class Bench:
         return (attn / 350e12 + lin / 500e12) * 1000.0
 
     def estimate_ms(self, dense_like: bool) -> float:
-        ref = [r for r in self.rows if r.times is not None and (r.name in ("dense", "vorta full")) == dense_like]
+        ref = [r for r in self.rows if r.times is not None and r.dense_like == dense_like]
         if not ref and not dense_like:
             ref = [r for r in self.rows if r.times is not None]
             return 0.5 * max(r.median for r in ref) if ref else 0.5 * self.prior_ms()
@@ -544,7 +838,7 @@ class Bench:
         return True
 
     def run_config(self, name: str, model, heads: List[float], idx: int, dense_like: bool, clean: int = 0,
-                   holder=None) -> Optional[Row]:
+                   holder=None, config: str = "", backend: str = "") -> Optional[Row]:
         warm = 1 if (not dense_like or self.spec.full_warmup) else 0
         lo, hi = (self.args.repeats, self.args.repeats) if self.args.tiny else (1, self.args.max_repeats)
         if not self.fits(name, warm + lo + clean, dense_like):
@@ -554,7 +848,8 @@ class Bench:
         t0 = time.perf_counter()
         st = self.sample(model, [(idx, warm, lo, hi)], clean_steps=clean)[idx]
         row = Row(name, heads, st, median=st.median, share=st.share(), self_share=st.share(("self",)),
-                  batches="+".join(map(str, self.timer.batches)))
+                  batches="+".join(map(str, self.timer.batches)), config=config or name, backend=backend,
+                  kernels=self.timer.branch_impl if holder is not None else "", dense_like=dense_like)
         row.peak = torch.cuda.max_memory_allocated() if self.cuda else float("nan")
         if holder is not None:
             fb = holder.stats.fallbacks
@@ -580,11 +875,23 @@ class Bench:
     def run(self) -> None:
         from comfyui_vorta.vorta.comfy.preview import preview_table
 
+        fp8_before = COMFY_LOG.fp8_failures
         self.setup()
-        a = self.adapter
+        a, w = self.adapter, self.weights_info
         print(f"== {self.spec.title}: {self.config_class}, {a.num_layers} layers x {a.heads} heads, latent "
               f"{tuple(self.shape)} -> grid {self.grid.shape} ({self.grid.numel} tokens + {self.text_len} text), "
-              f"weights {self.weights / 2**30:.1f} GiB built in {self.build_s:.1f} s", flush=True)
+              f"weights {self.weights / 2**30:.1f} GiB built in {self.build_s:.1f} s; weight_dtype "
+              f"{self.weight_dtype}: {w['dtype']} weights, compute {w['compute']}, linear layers "
+              f"{w['ops_meaning']}; VORTA backend(s) {', '.join(self.backends)}", flush=True)
+        try:
+            self._run(preview_table)
+        finally:
+            self.fp8_failures = COMFY_LOG.fp8_failures - fp8_before
+            if self.fp8_failures:
+                self.notes.append(f"**ComfyUI's fp8 matmul failed {self.fp8_failures} times and fell back to the "
+                                  f"manual cast** (first: {COMFY_LOG.first_fp8_failure})")
+
+    def _run(self, preview_table) -> None:
         self.instrumented = instrument(self.base, self.timer, self.seq_len)
         if self.cuda and not self.spec.full_warmup:
             self.small_warmup()
@@ -594,35 +901,69 @@ class Bench:
             return only is None or n in only
 
         if want("dense"):
-            self.run_config("dense", self.instrumented, [1.0, 0.0, 0.0], self.mid, True)
+            self.timer.probe = {}
+            try:
+                self.run_config("dense", self.instrumented, [1.0, 0.0, 0.0], self.mid, True)
+            finally:
+                calls, self.timer.probe = self.timer.probe, None
+            if calls:
+                self.dense_attention = probe_attention(calls, self.cuda)
+                print("  dense attention ran: " + "; ".join(f"{k}: {v[1]}" for k, v in self.dense_attention.items()),
+                      flush=True)
+                self_attn = self.dense_attention.get("self", ("?", ""))[0]
+                if self.cuda and self.args.dense_sdpa == "cudnn" and not self_attn.startswith("cuDNN"):
+                    msg = f"**dense self-attention did not run on cuDNN but on {self_attn}** (--dense-sdpa cudnn)"
+                    print(f"  WARNING: {msg}", flush=True)
+                    self.notes.append(msg)
+        for backend in self.backends:
+            try:
+                self.run_vorta(backend, want, preview_table)
+            except NodeRejected as e:
+                msg = f"backend `{backend}`: Apply VORTA rejected it: {e}"
+                print(f"  {msg}", flush=True)
+                self.notes.append(msg)
+                self.backend_errors[backend] = f"rejected by Apply VORTA: {e}"
+            except Exception as e:  # report and go on with the next backend
+                import traceback
+
+                traceback.print_exc()
+                msg = f"stopped by {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                self.notes.append(f"backend `{backend}` {msg}")
+                self.backend_errors[backend] = msg
+        dense = next((r for r in self.rows if r.name == "dense"), None)
+        if dense is not None and dense.times is not None:
+            self.breakdowns = {"dense": dense.times.breakdown(), **self.breakdowns}
+
+    def run_vorta(self, backend: str, want, preview_table) -> None:
+        """The VORTA configurations with one backend; row names carry it when several backends share the model."""
+        suffix = f" [{backend}]" if len(self.backends) > 1 else ""
         forced: Dict[int, Row] = {}
         if want("mix"):
             bundle, dec = self.mix_bundle()
-            m = self.patch("router", bundle)
+            m = self.patch("router", bundle, backend)
             holder = instrument_vorta(m, self.timer, self.seq_len, self.device)
             shares = torch.bincount(dec.flatten(), minlength=3).double() / dec.numel()
-            row = self.run_config("mix 50/48/2", m, shares.tolist(), self.mid, False, clean=int(self.spec.clean_step),
-                                  holder=holder)
+            row = self.run_config("mix 50/48/2" + suffix, m, shares.tolist(), self.mid, False,
+                                  clean=int(self.spec.clean_step), holder=holder, config="mix 50/48/2",
+                                  backend=backend)
             if row is not None:
-                self.breakdowns["mix 50/48/2"] = row.times.breakdown()
+                self.breakdowns[row.name] = row.times.breakdown()
             del m, holder
         for mode, b in (("sliding", SLIDING), ("coreset", CORESET), ("schedule", None), ("full", FULL)):
             if not want(mode):
                 continue
             if mode == "schedule":
-                self.run_schedule(forced, preview_table)
+                self.run_schedule(forced, preview_table, backend, suffix)
                 continue
-            m = self.patch(mode)
+            m = self.patch(mode, None, backend)
             holder = instrument_vorta(m, self.timer, self.seq_len, self.device)
             heads = [0.0, 0.0, 0.0]
             heads[b] = 1.0
-            row = self.run_config(f"vorta {mode}", m, heads, self.mid, mode == "full", holder=holder)
+            row = self.run_config(f"vorta {mode}" + suffix, m, heads, self.mid, mode == "full", holder=holder,
+                                  config=f"vorta {mode}", backend=backend)
             if row is not None:
                 forced[b] = row
             del m, holder
-        dense = next((r for r in self.rows if r.name == "dense"), None)
-        if dense is not None and dense.times is not None:
-            self.breakdowns = {"dense": dense.times.breakdown(), **self.breakdowns}
 
     def small_warmup(self) -> None:
         """One dense step at a reduced latent (CUDA context, cuBLAS, allocator) before the first timed step."""
@@ -638,8 +979,8 @@ class Bench:
         print(f"  warm-up at latent {small}: "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
 
-    def run_schedule(self, forced: Dict[int, Row], preview_table) -> None:
-        m = self.patch("schedule")
+    def run_schedule(self, forced: Dict[int, Row], preview_table, backend: str, suffix: str = "") -> None:
+        m = self.patch("schedule", None, backend)
         table, _ = preview_table(m, self.sigmas)  # (steps, layers, heads), the node's own rule
         groups: Dict[bytes, List[int]] = {}
         for i in range(table.shape[0]):
@@ -659,7 +1000,7 @@ class Bench:
                 continue
             idx = steps[len(steps) // 2]
             self.allowed[idx] = steps
-            if not self.fits(f"schedule state {what}", 2, uniform == FULL):
+            if not self.fits(f"schedule{suffix} state {what}", 2, uniform == FULL):
                 return
             if self.cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -670,34 +1011,53 @@ class Bench:
             notes.append(f"{len(steps)} steps {what} (timed at step {idx}: {st.median:.0f} ms)")
         n = sum(p[0] for p in parts)
         med = sum(p[0] * p[1] for p in parts) / n
-        row = Row("schedule (50 steps)", shares, None, peak=max(peaks), median=med,
+        row = Row("schedule (50 steps)" + suffix, shares, None, peak=max(peaks), median=med,
                   share=sum(p[0] * p[2] for p in parts) / n / med, self_share=sum(p[0] * p[3] for p in parts) / n / med,
-                  note="; ".join(notes))
-        print(f"  schedule: {row.note}; weighted step {med:.0f} ms", flush=True)
+                  note="; ".join(notes), config="schedule (50 steps)", backend=backend, kernels=self.timer.branch_impl)
+        print(f"  schedule{suffix}: {row.note}; weighted step {med:.0f} ms", flush=True)
         self.rows.append(row)
 
     def close(self) -> None:
         import comfy.model_management as mm
 
+        base = getattr(self, "base", None)
         self.base = self.instrumented = self.adapter = None
         mm.unload_all_models()
+        if base is not None:  # the weights go even if a reference to the model survives somewhere (one model at a time)
+            try:
+                base.model.to(torch.device("meta"))
+            except Exception as e:  # pragma: no cover
+                print(f"  note: could not drop the weights explicitly ({type(e).__name__}: {e})", flush=True)
+        del base
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
             left = torch.cuda.memory_allocated()
             if left > 2**30:
-                print(f"  warning: {left / 2**30:.1f} GiB still allocated after freeing {self.spec.name}", flush=True)
+                print(f"  warning: {left / 2**30:.1f} GiB still allocated after freeing {self.spec.name} "
+                      f"({self.weight_dtype})", flush=True)
 
     # ..................................................................................... report
+    def weights_label(self) -> str:
+        w = self.weights_info
+        if not w:
+            return f"weights {self.weight_dtype}"
+        how = "built directly" if self.args.build == "direct" else f"UNETLoader weight_dtype `{self.weight_dtype}`"
+        return f"weights {w['dtype']} ({how}; compute {w['compute']}, linear layers: {w['ops_meaning']})"
+
     def table(self) -> str:
         s = self.spec
+        if not hasattr(self, "config"):  # the model could not be built
+            return "\n".join([f"### {s.title}, {self.weights_label()}: not run", ""] + [f"* {n}" for n in self.notes])
         dense = next((r for r in self.rows if r.name == "dense"), None)
+        kernels = sorted({r.kernels for r in self.rows if r.kernels}) or [self.timer.branch_impl]
         title = (f"### {s.title} {self.res[1]}x{self.res[0]}, {self.frames} frames: latent {tuple(self.shape[1:])}, "
                  f"grid {'x'.join(map(str, self.grid.shape))} = {self.grid.numel} video tokens"
                  f"{f' + {self.text_len} text' if self.text_len else ''}, "
                  f"sparse settings tile {'x'.join(map(str, self.config.tile))} window "
                  f"{'x'.join(map(str, self.config.window))} bucket {'x'.join(map(str, self.config.bucket))} "
-                 f"ratio {self.config.ratio}, CFG {self.spec.cfg}, sparse kernels: {self.timer.branch_impl}")
+                 f"ratio {self.config.ratio}, CFG {self.spec.cfg}, sparse kernels: {', '.join(kernels)}, "
+                 f"{self.weights_label()}, VORTA backend input: {', '.join(self.backends)}")
         lines = [title, "",
                  "| configuration | heads full / coreset / sliding | step (median) | steps timed | speed-up vs dense | "
                  "attention share (self-attn) | peak memory | peak vs dense | batch per model call |",
@@ -714,13 +1074,17 @@ class Bench:
         for r in self.rows:
             if r.note:
                 lines.append(f"\n* `{r.name}`: {r.note}")
-        if self.cuda and self.timer.branch_impl == "torch":
+        if self.dense_attention:
+            lines.append("\n* dense attention ran (replayed call, PyTorch profiler): "
+                         + "; ".join(f"{k}: {v[1]}" for k, v in self.dense_attention.items()))
+        if self.cuda and "torch" in kernels:
             lines.append("\n* **WARNING: the sparse branches ran on the PyTorch reference, not the Triton kernels**")
         for n in self.notes:
             lines.append(f"\n* {n}")
-        mix = next((r for r in self.rows if r.name.startswith("mix") and r.times is not None), None)
-        if mix is not None and mix.times.clean:
-            lines.append(f"\n* `mix` without the timing events: {', '.join(f'{t / 1000:.3f} s' for t in mix.times.clean)} "
+        for mix in (r for r in self.rows if r.name.startswith("mix") and r.times is not None and r.times.clean):
+            what = "`mix`" if mix.name == mix.config else f"`{mix.name}`"
+            lines.append(f"\n* {what} without the timing events: "
+                         f"{', '.join(f'{t / 1000:.3f} s' for t in mix.times.clean)} "
                          f"per step (instrumented median {mix.median / 1000:.3f} s)")
         if self.breakdowns:
             names = list(self.breakdowns)
@@ -737,7 +1101,18 @@ class Bench:
         return "\n".join(lines)
 
 
-def header(args, cuda: bool) -> str:
+def _version(module: str) -> str:
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version(module)
+    except Exception:
+        return "-"
+
+
+def header(args, cuda: bool, stacks: List[Tuple[str, str]], sdpa: str, argv: List[str]) -> str:
+    import shlex
+
     import comfy.ldm.modules.attention as attn
 
     try:
@@ -755,10 +1130,62 @@ def header(args, cuda: bool) -> str:
             tri = f" | triton {triton.__version__}"
         except Exception:  # pragma: no cover
             tri = " | triton missing"
-    return (f"{datetime.date.today()} | {dev} | torch {torch.__version__}{tri} | ComfyUI {cv} | python "
-            f"{platform.python_version()} | {'bf16' if cuda else 'fp32 (tiny CPU smoke run)'} | dense attention: "
-            f"ComfyUI `{attn.optimized_attention.__name__}` | random weights, real architectures | step = one "
-            f"sampler call (cond + uncond in one call when ComfyUI batches them; CFG scale per table)")
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        tri += f" | cuDNN {cudnn}" if cudnn else " | cuDNN missing"
+    ck = _version("comfy-kitchen")
+    ck = f" | comfy-kitchen {ck}" if ck != "-" else ""
+    wds = sorted({wd for wd, _ in stacks}, key=[wd for wd, _ in stacks].index)
+    weights = ("bf16" if cuda else "fp32 (tiny CPU smoke run)") if args.build == "direct" else (
+        "UNETLoader weight_dtype " + ", ".join(wds) + ("" if cuda else " (tiny CPU smoke run)"))
+    stack_txt = ""
+    if args.stacks or args.weight_dtype or args.backend:
+        stack_txt = " | stacks (weights:VORTA backend): " + ", ".join(f"{wd}:{b}" for wd, b in stacks)
+    cmd = shlex.join(["python", "bench/e2e.py"] + list(argv))
+    outer = os.environ.get("E2E_COMMAND")
+    return (f"{datetime.date.today()} | {dev} | torch {torch.__version__}{tri} | ComfyUI {cv}{ck} | python "
+            f"{platform.python_version()} | {weights}{stack_txt} | dense attention: "
+            f"ComfyUI `{attn.optimized_attention.__name__}`, {sdpa} | random weights, real architectures | step = one "
+            f"sampler call (cond + uncond in one call when ComfyUI batches them; CFG scale per table)\n\n"
+            f"Command: `{cmd}`" + (f" (from `{outer}`)" if outer else ""))
+
+
+def stacks_table(benches: List["Bench"]) -> str:
+    """Per model: every stack (weights x VORTA backend) and configuration against the dense step with the same
+    weights and against the bf16 dense step."""
+    def dense_of(b):
+        return next((r for r in b.rows if r.name == "dense" and r.times is not None), None)
+
+    ref = next((b for b in benches if b.weights_info.get("dtype") == "bfloat16" and dense_of(b)), None) or next(
+        (b for b in benches if b.weight_dtype in ("bf16", "default") and dense_of(b)), None)
+    ref_dense = dense_of(ref) if ref is not None else None
+    ref_attn = ref.dense_attention.get("self", ("", ""))[0] if ref is not None else ""
+    b0 = benches[0]
+    lines = [f"### Stacks: {b0.spec.title} {b0.res[1]}x{b0.res[0]}, {b0.frames} frames, CFG {b0.spec.cfg}", "",
+             f"| weights (UNETLoader weight_dtype) | attention | configuration | step (median) | vs dense, same weights | "
+             f"vs bf16 dense{f' ({ref_attn})' if ref_attn else ''} | peak memory |",
+             "|---|---|---|---|---|---|---|"]
+    for b in benches:
+        w = b.weights_info
+        label = f"{b.weight_dtype}: {w['dtype']}, {w['ops']}" if w else b.weight_dtype
+        dense = dense_of(b)
+        if not b.rows:
+            lines.append(f"| {label} | - | not run: {'; '.join(b.notes)[:200] or '-'} | - | - | - | - |")
+        for r in b.rows:
+            if r.name == "dense":
+                attn = "dense: " + b.dense_attention.get("self", ("?", ""))[0]
+            else:
+                attn = f"VORTA `{r.backend}` ({r.kernels or '?'})"
+            own = f"{dense.median / r.median:.2f}x" if dense is not None else "-"
+            vs_ref = f"**{ref_dense.median / r.median:.2f}x**" if ref_dense is not None else "-"
+            pk = f"{r.peak / 2**30:.2f} GiB" if r.peak == r.peak else "-"
+            lines.append(f"| {label} | {attn} | {r.config or r.name} | {r.median / 1000:.3f} s | {own} | {vs_ref} | "
+                         f"{pk} |")
+        for backend, err in b.backend_errors.items():
+            lines.append(f"| {label} | VORTA `{backend}` | not run: {err[:200]} | - | - | - | - |")
+    if ref_dense is None:
+        lines.append("\n* no bf16 dense row in this run (add a `bf16:...` stack): the bf16 column is empty")
+    lines.append("\n* step = one sampler call (cond + uncond); `vs ...` = that dense step time / this step time")
+    return "\n".join(lines)
 
 
 METHOD = """Method: `python bench/e2e.py` (see its docstring). Each configuration runs through
@@ -769,7 +1196,11 @@ timed steps repeat until the configuration's time budget is spent. Attention tim
 attention call (ComfyUI's override slot, VORTA's entry point and branches), no synchronisation inside a step.
 `mix 50/48/2` = a fixed, seeded random assignment per (layer, head), delivered through router mode with a constant
 router. `schedule` = the node's training-free mode over a 50-step `simple` schedule, step times weighted by the
-number of steps with each decision table. Peak memory includes the weights."""
+number of steps with each decision table. Peak memory includes the weights. Weights: ComfyUI's diffusion-model loader
+(`comfy.sd.load_diffusion_model_state_dict`) with the model_options of Load Diffusion Model's `weight_dtype` on a
+random bf16 checkpoint of the real layout (`bf16` = `default`); one model on the GPU at a time, each weight dtype's
+`dense` row measured with its own model. Dense attention: ComfyUI's `attention_pytorch`, SDPA priority as in the
+header; the SDPA operator that ran is read back by replaying one call per kind under the profiler."""
 
 
 def main(argv=None) -> int:
@@ -790,7 +1221,29 @@ def main(argv=None) -> int:
     ap.add_argument("--no-node", action="store_true", help="patch with build_settings + apply_vorta, not the node")
     ap.add_argument("--profile", action="store_true", help="print the CUDA kernels of one extra step per configuration")
     ap.add_argument("--md", help="write the tables with a header to this markdown file (rewritten after each model)")
+    ap.add_argument("--weight-dtype", choices=WEIGHT_DTYPES,
+                    help="Load Diffusion Model's weight_dtype: default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2; bf16 "
+                         "(the default) = 'default' on the bf16 checkpoint")
+    ap.add_argument("--backend", help="Apply VORTA's backend input (default: the node's default); the node validates it")
+    ap.add_argument("--stacks", help="comma-separated weight_dtype[:backend] stacks run side by side, e.g. "
+                                     "bf16:triton,fp8_e4m3fn_fast:triton; dense runs once per weight dtype")
+    ap.add_argument("--dense-sdpa", choices=("cudnn", "comfy"), default="cudnn",
+                    help="cudnn (default): ComfyUI's attention_pytorch (--use-pytorch-cross-attention) with the SDPA "
+                         "priority cuDNN first; comfy: ComfyUI's own attention choice and SDPA order")
+    ap.add_argument("--build", choices=("loader", "direct"), default="loader",
+                    help="loader: ComfyUI's diffusion-model loader on a random checkpoint (default); direct: the "
+                         "earlier in-place builder (bf16 only)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
+    try:
+        stacks = parse_stacks(args)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    rejected = check_backends(sorted({b for _, b in stacks}))
+    if rejected:
+        print(rejected, file=sys.stderr)
+        return 2
     start = time.perf_counter()
     deadline = start + args.time_limit if args.time_limit > 0 else float("inf")
     cuda = not args.tiny
@@ -798,16 +1251,32 @@ def main(argv=None) -> int:
         print("this benchmark needs a CUDA GPU (or --tiny for the CPU smoke run)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    import_comfy(cpu=not cuda)
+    root = logging.getLogger()  # ComfyUI's INFO lines reach COMFY_LOG only; the console keeps WARNING and above
+    for h in root.handlers:
+        if h.level == logging.NOTSET:
+            h.setLevel(logging.WARNING)
+    root.addHandler(COMFY_LOG)
+    root.setLevel(min(root.level, logging.INFO))
+    import_comfy(cpu=not cuda, pytorch_attention=cuda and args.dense_sdpa == "cudnn")
+    sdpa = set_dense_sdpa(args.dense_sdpa)
     registry = TINY if args.tiny else MODELS
     names = [n.strip() for n in args.model.split(",") if n.strip()]
     bad = [n for n in names if n not in registry]
     if bad:
         print(f"unknown model(s) {bad}; expected {list(registry)}", file=sys.stderr)
         return 2
-    head = header(args, cuda)
+    head = header(args, cuda, stacks, sdpa, argv)
+    loader_note = check_unet_loader(os.environ["COMFYUI_PATH"]) if args.build == "loader" else None
+    if loader_note:
+        head += f"\n\n**{loader_note}**"
     print(head, flush=True)
     tables: List[str] = []
+    groups: Dict[str, List[str]] = {}
+    for wd, b in stacks:
+        groups.setdefault(wd, [])
+        if b not in groups[wd]:
+            groups[wd].append(b)
+    summary = bool(args.stacks or args.weight_dtype or args.backend)
 
     def write():
         if args.md:
@@ -815,30 +1284,70 @@ def main(argv=None) -> int:
                 f.write(head + "\n\n" + METHOD + "\n\n" + "\n\n".join(tables) + "\n")
 
     for name in names:
-        if time.perf_counter() > deadline:
-            tables.append(f"### {registry[name].title}: skipped (time limit)")
-            write()
-            continue
         spec = registry[name]
         if args.budget is not None:
             spec = dataclasses.replace(spec, budget_s=args.budget)
         if args.cfg is not None:
             spec = dataclasses.replace(spec, cfg=args.cfg)
-        b = Bench(spec, args, cuda, deadline)
-        try:
-            b.run()
-        except Exception as e:  # report and go on with the next model
-            import traceback
+        benches: List[Bench] = []
+        for wd, backends in groups.items():  # one model in memory at a time: each is freed before the next loads
+            if time.perf_counter() > deadline:
+                tables.append(f"### {spec.title}, weights {wd}: skipped (time limit)")
+                write()
+                continue
+            b = Bench(spec, args, cuda, deadline, wd, backends)
+            try:
+                b.run()
+            except Exception as e:  # report and go on with the next weight dtype / model
+                import traceback
 
-            traceback.print_exc()
-            b.notes.append(f"stopped by {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}")
-        finally:
-            tables.append(b.table())
-            b.close()
+                traceback.print_exc()
+                b.notes.append(f"stopped by {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}")
+            finally:
+                tables.append(b.table())
+                b.close()
+                benches.append(b)
+                write()
+            print(f"  [{time.perf_counter() - start:.0f} s so far]", flush=True)
+        if summary and benches:
+            tables.append(stacks_table(benches))
             write()
-        print(f"  [{time.perf_counter() - start:.0f} s so far]", flush=True)
     print("\n" + head + "\n\n" + "\n\n".join(tables), flush=True)
     return 0
+
+
+def parse_stacks(args) -> List[Tuple[str, str]]:
+    """[(weight dtype, backend)] from --stacks, else the one stack --weight-dtype / --backend name."""
+    wd0, b0 = args.weight_dtype or "bf16", args.backend or DEFAULT_BACKEND
+    if not args.stacks:
+        out = [(wd0, b0)]
+    else:
+        out = []
+        for item in (x.strip() for x in args.stacks.split(",")):
+            if not item:
+                continue
+            wd, _, b = item.partition(":")
+            out.append((wd.strip() or wd0, b.strip() or b0))
+    for wd, _ in out:
+        if wd not in WEIGHT_DTYPES:
+            raise ValueError(f"unknown weight dtype {wd!r} in --stacks; expected one of {', '.join(WEIGHT_DTYPES)}")
+        if args.build == "direct" and wd != "bf16":
+            raise ValueError(f"--build direct builds bf16 weights only (asked for {wd}); use the loader")
+    if not out:
+        raise ValueError("--stacks names no stack")
+    return list(dict.fromkeys(out))
+
+
+def check_backends(backends: List[str]) -> Optional[str]:
+    """Apply VORTA's own check of its backend input (the node runs build_settings first), before any model is built."""
+    from comfyui_vorta.vorta.comfy.options import build_settings
+
+    for b in backends:
+        try:
+            build_settings(backend=b)
+        except ValueError as e:
+            return f"Apply VORTA rejects backend {b!r}: {e}"
+    return None
 
 
 if __name__ == "__main__":
