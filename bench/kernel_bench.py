@@ -1,7 +1,7 @@
 """Kernel benchmark: the sparse branches against same-run baselines, on the shapes users run (GPU only).
 
     python bench/kernel_bench.py [--only sliding,coreset,kitchen] [--shapes 0,5b,Hunyuan] [--quick] [--no-flex]
-                                 [--precision bf16,int8] [--md results.md]
+                                 [--precision bf16,8bit] [--md results.md]
     python bench/kernel_bench.py --consumer [--shapes ...]      # RTX 40/50 launch configs, forced here
     python bench/kernel_bench.py --sweep '128,64,8,3;64,64,4,3' # hand-picked launch configs
     python bench/kernel_bench.py --list                         # the shapes (no GPU needed)
@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python bench/kernel_bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}")
     ap.add_argument("--shapes", help="comma-separated indices into the shape list or name substrings (--list)")
-    ap.add_argument("--precision", default="bf16", help="comma-separated branch precisions, e.g. bf16,int8 "
+    ap.add_argument("--precision", default="bf16", help="comma-separated branch precisions, e.g. bf16,8bit "
                     "(unknown ones are skipped with a note)")
     ap.add_argument("--quick", action="store_true", help="skip the slow reference timings")
     ap.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baseline (compiles per shape)")

@@ -5,6 +5,7 @@ The branches call the custom ops directly (not ``triton_sliding``, which falls b
 when no launch config fits): a kernel that cannot run must fail here, not be timed as the reference."""
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, List, Tuple
 
 import torch
@@ -41,9 +42,7 @@ def branch_runners(precision: str) -> Tuple[Callable, Callable]:
     """(sliding, coreset) callables ``(q, k, v, heads, out, problem)`` computing the branch at ``precision``."""
     runners = {
         "bf16": (_sliding, _coreset),
-        # ---- the ONE place to add the 8-bit path: op kwargs, or the problem's config, whichever the ops take ----
-        # "int8": (functools.partial(_sliding, precision="int8"), functools.partial(_coreset, precision="int8")),
-        # ----------------------------------------------------------------------------------------------------------
+        "8bit": (functools.partial(_sliding, quant=True), functools.partial(_coreset, quant=True)),  # INT8 QK, FP8 PV
     }
     if precision not in runners:
         raise UnknownPrecision(f"no {precision!r} path in the sparse branches yet (known: {', '.join(runners)})")
