@@ -12,10 +12,12 @@ def spec_input(spec: SettingSpec):
         return io.Combo.Input(spec.name, options=list(spec.options), default=spec.default, tooltip=spec.tooltip)
     if spec.kind == "int":
         return io.Int.Input(spec.name, default=spec.default, min=int(spec.low), max=int(spec.high), step=int(spec.step),
-                            tooltip=spec.tooltip)
+                            control_after_generate=spec.control_after_generate or None, tooltip=spec.tooltip)
     if spec.kind == "float":
         return io.Float.Input(spec.name, default=spec.default, min=spec.low, max=spec.high, step=spec.step,
                               tooltip=spec.tooltip)
+    if spec.kind == "bool":
+        return io.Boolean.Input(spec.name, default=spec.default, tooltip=spec.tooltip)
     return io.String.Input(spec.name, default=spec.default, tooltip=spec.tooltip)
 
 

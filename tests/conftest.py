@@ -1,4 +1,10 @@
-"""Test session set-up: Triton kernels run through the interpreter when there is no CUDA GPU."""
+"""Test session set-up: Triton kernels run through the interpreter when there is no CUDA GPU, and PyTorch's CPU ops
+use one thread.
+
+Why one thread: every tensor in the tests is tiny, so a second intra-op thread gains nothing, while on a 2-core
+machine shared with other work its OpenMP threads spin-wait for a core: the unit suite took 185 s of CPU time with
+torch's default two threads and 108 s with one, the official-schedule test in test_timestep.py 17 s against 4 s
+(``VORTA_TEST_THREADS`` overrides)."""
 import os
 
 try:
@@ -6,6 +12,7 @@ try:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    torch.set_num_threads(int(os.environ.get("VORTA_TEST_THREADS", "1")))
 except ImportError:  # pragma: no cover
     pass
 

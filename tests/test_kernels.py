@@ -78,7 +78,7 @@ STA_CONFIGS = ["32,32,4,1,1", "32,32,4,1,0", "32,32,4,1,1,16", "32,32,4,1,0,16,0
     ["128,64,8,3,1", "64,64,4,3,1", "128,64,8,3,0", "128,128,8,3,1,64", "128,128,8,3,1,16,1", "64,128,4,3,1,32"]
     if CUDA else [])
 # tile of 48 tokens: a 32-row block plus a 16-row block (row split); ragged along F, H and W; padded text
-ROW_SPLIT_CASE = ((3, 4, 17), (2, 3, 8), (3, 3, 3), 3, [0, 2], (5, [5, 3]), "hunyuan", 2)
+ROW_SPLIT_CASE = ((3, 4, 9), (2, 3, 8), (3, 3, 3), 3, [0, 2], (5, [5, 3]), "hunyuan", 2)
 
 
 @pytest.mark.parametrize("config", STA_CONFIGS)
@@ -134,8 +134,8 @@ def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     monkeypatch.setattr(launch, "_NO_CONFIG", {})
     fake = _Fails(launch.sliding_tile_fwd_kernel, fail)
     monkeypatch.setattr(launch, "sliding_tile_fwd_kernel", fake)
-    # a 24-token tile: one block of 32 rows (no row split), so each config launches its own BLOCK_M
-    grid, tile, window, H, routed, (T, valid), layout, B = (3, 5, 6), (2, 3, 4), (3, 3, 3), 2, [1], (6, [6, 2]), "hunyuan", 2
+    # a 24-token tile: one block of 32 rows (no row split), so each config launches its own BLOCK_M; two tiles
+    grid, tile, window, H, routed, (T, valid), layout, B = (2, 3, 8), (2, 3, 4), (3, 3, 3), 2, [1], (6, [6, 2]), "hunyuan", 2
     g = TokenGrid(*grid)
     D, dtype, S = 32, torch.float32, g.numel + T
     q, k, v = make(B, H, S, D, dtype, layout, seed=5)

@@ -18,9 +18,30 @@ def test_apply_has_the_few_inputs_people_change_and_settings_the_geometry():
     assert {s.name for s in specs.GEOMETRY} >= {"preset", "tile_t", "window_h", "bucket_w", "ratio", "tau_sparse",
                                                 "switch_percent"}
     assert not {s.name for s in specs.APPLY} & {s.name for s in specs.GEOMETRY}
-    for s in specs.APPLY + specs.GEOMETRY:
+    for s in specs.APPLY + specs.GEOMETRY + specs.CALIBRATE:
         assert s.tooltip and s.tooltip.endswith((".", ")")), s.name
         s.check(s.default)  # every default is inside its own range
+
+
+def test_calibration_geometry_is_the_settings_geometry():
+    """VORTA Calibrate Router declares only its own inputs; its tile/window/bucket/ratio are VORTA Settings' own
+    declarations (its preset differs in the tooltip only), and both nodes turn them into the same VortaConfig."""
+    calibrate = {s.name: s for s in specs.CALIBRATE}
+    for s in specs.GEOMETRY:
+        if s.name in ("tau_sparse", "switch_percent"):
+            assert s.name not in calibrate
+        elif s.name == "preset":
+            assert dataclasses.replace(calibrate["preset"], tooltip=s.tooltip) == s
+        else:
+            assert calibrate[s.name] is s
+    custom = {**specs.DEFAULTS, "preset": "custom", "tile_t": 2, "bucket_w": 1, "ratio": 0.25}
+    assert options.geometry_config(custom) == options.build_settings(**custom).config == VortaConfig(
+        tile=(2, 9, 8), bucket=(2, 3, 1), ratio=0.25)
+    assert options.geometry_config({"preset": "auto"}) is None
+    with pytest.raises(ValueError, match="noise_seed"):
+        calibrate["noise_seed"].check(-1)
+    with pytest.raises(ValueError, match="add_noise"):
+        calibrate["add_noise"].check(1)
 
 
 def test_defaults_are_not_spelled_anywhere_else():
@@ -54,5 +75,5 @@ def test_readme_settings_table_is_the_declarations():
     spec.loader.exec_module(tool)
     text = (ROOT / "README.md").read_text()
     assert tool.readme_with_table(text) == text, "run: python tools/settings_table.py --write"
-    for s in specs.APPLY + specs.GEOMETRY:
+    for s in specs.APPLY + specs.GEOMETRY + specs.CALIBRATE:
         assert f"| `{s.name}` |" in text, s.name

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from comfyui_vorta.vorta.comfy.options import build_settings
-from comfyui_vorta.vorta.comfy.setting_specs import APPLY, GEOMETRY
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, CALIBRATE, GEOMETRY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "example_workflows"
@@ -28,12 +28,13 @@ def _generator():
 
 
 GENERATOR = _generator()
-OURS = {"VortaRouterLoader": 1, "VortaApply": len(APPLY), "VortaSettings": len(GEOMETRY), "VortaRoutingPreview": 0}
+OURS = {"VortaRouterLoader": 1, "VortaApply": len(APPLY), "VortaSettings": len(GEOMETRY), "VortaRoutingPreview": 0,
+        "VortaCalibrateRouter": len(CALIBRATE) + 1}  # + the seed's control widget
 # core node types the workflows use, with their widget counts (KSampler: seed + control_after_generate + 5)
 CORE = {"UNETLoader": 2, "CLIPLoader": 3, "DualCLIPLoader": 4, "VAELoader": 1, "ModelSamplingSD3": 1,
         "CLIPTextEncode": 1, "FluxGuidance": 1, "EmptyHunyuanLatentVideo": 4, "Wan22ImageToVideoLatent": 4,
         "KSampler": 7, "VAEDecode": 0, "SaveAnimatedWEBP": 5, "BasicScheduler": 3, "PreviewImage": 0,
-        "MarkdownNote": 1}
+        "MarkdownNote": 1, "KSamplerSelect": 1}
 # loader -> (widget index, ComfyUI model folder) for each file it names
 LOADERS = {"UNETLoader": [(0, "diffusion_models")], "CLIPLoader": [(0, "text_encoders")],
            "DualCLIPLoader": [(0, "text_encoders"), (1, "text_encoders")], "VAELoader": [(0, "vae")],
@@ -130,3 +131,39 @@ def test_vorta_widget_values_are_valid(path):
             s = build_settings(**values).resolved(has_router="router" in linked)  # raises on any invalid value
             assert values["mode"] == "auto" and s.auto_mode
             assert (s.mode == "router") == ("router" in linked)
+
+
+def _named(specs, values) -> dict:
+    """Widget values by input name (a seed's control widget dropped)."""
+    names = [n for s in specs for n in ((s.name, None) if s.control_after_generate else (s.name,))]
+    return {n: v for n, v in zip(names, values, strict=True) if n is not None}
+
+
+def test_calibrate_then_generate_workflow():
+    """The calibration example: VORTA Calibrate Router's ROUTER drives Apply VORTA for the KSampler, and the calibration
+    runs what the KSampler runs (model after the shift, prompts, latent, seed, CFG, sampler, scheduler, steps), with
+    valid widget values; no router file is needed."""
+    paths = [p for p in WORKFLOWS if any(n["type"] == "VortaCalibrateRouter" for n in json.loads(p.read_text())["nodes"])]
+    assert len(paths) == 1
+    wf = json.loads(paths[0].read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    of_type = {n["type"]: n for n in wf["nodes"]}
+    assert "VortaRouterLoader" not in of_type
+    src = {(link[3], nodes[link[3]]["inputs"][link[4]]["name"]): nodes[link[1]] for link in wf["links"]}
+    src_slot = {(link[3], nodes[link[3]]["inputs"][link[4]]["name"]): link[2] for link in wf["links"]}
+    cal, apply, ks = of_type["VortaCalibrateRouter"], of_type["VortaApply"], of_type["KSampler"]
+    assert src[apply["id"], "router"] is cal and src_slot[apply["id"], "router"] == 0
+    assert src[ks["id"], "model"] is apply
+    for a, b in (("positive", "positive"), ("negative", "negative"), ("latent", "latent_image")):
+        assert src[cal["id"], a] is src[ks["id"], b], a
+    assert src[cal["id"], "model"] is src[apply["id"], "model"]  # the same (shifted) model is calibrated and routed
+    values = _named(CALIBRATE, cal["widgets_values"])
+    for spec in CALIBRATE:
+        spec.check(values[spec.name])
+    seed, _, steps, cfg, sampler_name, scheduler, denoise = ks["widgets_values"]
+    assert (values["noise_seed"], values["cfg"], values["add_noise"]) == (seed, cfg, True)
+    assert src[cal["id"], "sampler"]["widgets_values"] == [sampler_name]
+    sched = src[cal["id"], "sigmas"]
+    assert sched["type"] == "BasicScheduler" and sched["widgets_values"] == [scheduler, steps, denoise]
+    assert src[sched["id"], "model"] is src[cal["id"], "model"]
+    assert values["filename"].startswith("calibrated/") and values["preset"] == "auto"

@@ -24,15 +24,21 @@ THUMB_SIZE = (512, 384)
 
 
 
-from comfyui_vorta.vorta.comfy.setting_specs import APPLY, GEOMETRY  # noqa: E402
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, CALIBRATE, GEOMETRY  # noqa: E402
 
 
 def widget_values(specs, changes: Dict[str, object]) -> list:
-    """A node's widget values in the order it declares its inputs: the declared defaults with ``changes``."""
+    """A node's widget values in the order it declares its inputs: the declared defaults with ``changes`` (a seed is
+    followed by its control widget, saved as 'fixed')."""
     unknown = set(changes) - {s.name for s in specs}
     if unknown:
         raise ValueError(f"no input {sorted(unknown)}")
-    return [changes.get(s.name, s.default) for s in specs]
+    values = []
+    for s in specs:
+        values.append(changes.get(s.name, s.default))
+        if s.control_after_generate:
+            values.append("fixed")
+    return values
 
 # ------------------------------------------------------------------------------------- model files (downloads)
 WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
@@ -123,15 +129,21 @@ class Workflow:
     note: str
     apply: Dict[str, object]  # Apply VORTA inputs that differ from their defaults
     settings: Optional[Dict[str, object]] = None  # a VORTA Settings node with these inputs, when set
+    # a VORTA Calibrate Router node (these inputs; its cfg, seed, sampler and schedule are the KSampler's) whose
+    # ROUTER feeds Apply VORTA, in place of VORTA Router Loader and the routing preview, when set
+    calibrate: Optional[Dict[str, object]] = None
     router: Optional[ModelFile] = None
     guidance: Optional[float] = None
     fps: int = 16
     prompt: str = "A red fox trotting through fresh snow in a birch forest at sunrise, cinematic, shallow depth of field."
     extra: Dict[str, str] = field(default_factory=dict)
+    seed: int = 42
+    sampler: str = "uni_pc"
+    scheduler: str = "simple"
 
 
-def build(w: Workflow) -> dict:
-    g = Graph()
+def _loaders(g: Graph, w: Workflow) -> Tuple[int, int, int]:
+    """The note, the model files and the shift: (clip, vae, shifted model) node ids."""
     g.node("MarkdownNote", (-460, 0), [w.note], size=(420, 640), title="Read me: files and settings")
     unet_id = g.node("UNETLoader", (0, 0), [w.unet.name, "default"], outputs=[("MODEL", "MODEL")], size=(320, 90),
                      models=[w.unet])
@@ -141,6 +153,42 @@ def build(w: Workflow) -> dict:
     shift_id = g.node("ModelSamplingSD3", (360, 0), [w.shift], inputs=[("model", "MODEL")],
                       outputs=[("MODEL", "MODEL")], size=(300, 60))
     g.link(unet_id, 0, shift_id, "model")
+    return clip_id, vae_id, shift_id
+
+
+def _prompts(g: Graph, w: Workflow, clip_id: int) -> Tuple[int, int]:
+    pos_id = g.node("CLIPTextEncode", (0, 420), [w.prompt], inputs=[("clip", "CLIP")],
+                    outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 160), title="Positive prompt")
+    neg_id = g.node("CLIPTextEncode", (0, 620), [""], inputs=[("clip", "CLIP")],
+                    outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 100), title="Negative prompt")
+    g.link(clip_id, 0, pos_id, "clip")
+    g.link(clip_id, 0, neg_id, "clip")
+    return pos_id, neg_id
+
+
+def _generate(g: Graph, w: Workflow, x: int, model: int, positive: int, negative: int, latent: int, vae: int) -> None:
+    """KSampler -> VAE Decode -> Save Animated WEBP, from column ``x``."""
+    ks = g.node("KSampler", (x, 0), [w.seed, "fixed", w.steps, w.cfg, w.sampler, w.scheduler, 1.0],
+                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                        ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")], size=(320, 270))
+    g.link(model, 0, ks, "model")
+    g.link(positive, 0, ks, "positive")
+    g.link(negative, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    dec = g.node("VAEDecode", (x + 360, 0), [], inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                 outputs=[("IMAGE", "IMAGE")], size=(220, 50))
+    g.link(ks, 0, dec, "samples")
+    g.link(vae, 0, dec, "vae")
+    save = g.node("SaveAnimatedWEBP", (x + 360, 100), ["vorta", w.fps, False, 90, "default"],
+                  inputs=[("images", "IMAGE")], size=(420, 440))
+    g.link(dec, 0, save, "images")
+
+
+def build(w: Workflow) -> dict:
+    if w.calibrate is not None:
+        return build_calibrate(w)
+    g = Graph()
+    clip_id, vae_id, shift_id = _loaders(g, w)
     apply_inputs = [("model", "MODEL"), ("router", "VORTA_ROUTER")]
     router_id = None
     if w.router is not None:
@@ -156,12 +204,7 @@ def build(w: Workflow) -> dict:
         settings_id = g.node("VortaSettings", (360, 110), widget_values(GEOMETRY, w.settings),
                              outputs=[("settings", "VORTA_SETTINGS")], size=(300, 420))
         g.link(settings_id, 0, apply_id, "settings")
-    pos_id = g.node("CLIPTextEncode", (0, 420), [w.prompt], inputs=[("clip", "CLIP")],
-                    outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 160), title="Positive prompt")
-    neg_id = g.node("CLIPTextEncode", (0, 620), [""], inputs=[("clip", "CLIP")],
-                    outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 100), title="Negative prompt")
-    g.link(clip_id, 0, pos_id, "clip")
-    g.link(clip_id, 0, neg_id, "clip")
+    pos_id, neg_id = _prompts(g, w, clip_id)
     positive = pos_id
     if w.guidance is not None:
         fg = g.node("FluxGuidance", (380, 420), [w.guidance], inputs=[("conditioning", "CONDITIONING")],
@@ -174,22 +217,9 @@ def build(w: Workflow) -> dict:
                        outputs=[("LATENT", "LATENT")], size=(280, 150))
     if latent_inputs:
         g.link(vae_id, 0, latent_id, "vae")
-    ks = g.node("KSampler", (1120, 0), [42, "fixed", w.steps, w.cfg, "uni_pc", "simple", 1.0],
-                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                        ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")], size=(320, 270))
-    g.link(apply_id, 0, ks, "model")
-    g.link(positive, 0, ks, "positive")
-    g.link(neg_id, 0, ks, "negative")
-    g.link(latent_id, 0, ks, "latent_image")
-    dec = g.node("VAEDecode", (1480, 0), [], inputs=[("samples", "LATENT"), ("vae", "VAE")],
-                 outputs=[("IMAGE", "IMAGE")], size=(220, 50))
-    g.link(ks, 0, dec, "samples")
-    g.link(vae_id, 0, dec, "vae")
-    save = g.node("SaveAnimatedWEBP", (1480, 100), ["vorta", w.fps, False, 90, "default"],
-                  inputs=[("images", "IMAGE")], size=(420, 440))
-    g.link(dec, 0, save, "images")
+    _generate(g, w, 1120, apply_id, positive, neg_id, latent_id, vae_id)
     # the routing preview: which branch every head takes at every step of this schedule, before sampling
-    sched = g.node("BasicScheduler", (720, 300), ["simple", w.steps, 1.0], inputs=[("model", "MODEL")],
+    sched = g.node("BasicScheduler", (720, 300), [w.scheduler, w.steps, 1.0], inputs=[("model", "MODEL")],
                    outputs=[("SIGMAS", "SIGMAS")], size=(360, 110))
     g.link(apply_id, 0, sched, "model")
     prev = g.node("VortaRoutingPreview", (720, 460), [], inputs=[("model", "MODEL"), ("sigmas", "SIGMAS"),
@@ -201,6 +231,40 @@ def build(w: Workflow) -> dict:
     img = g.node("PreviewImage", (1120, 320), [], inputs=[("images", "IMAGE")], size=(320, 320),
                  title="Routing heat map")
     g.link(prev, 0, img, "images")
+    return g.dump()
+
+
+def build_calibrate(w: Workflow) -> dict:
+    """Calibrate, then generate: VORTA Calibrate Router samples once with the KSampler's model, prompts, latent, seed,
+    CFG, sampler and schedule, saves the router, and hands it to Apply VORTA for the KSampler."""
+    g = Graph()
+    clip_id, vae_id, shift_id = _loaders(g, w)
+    pos_id, neg_id = _prompts(g, w, clip_id)
+    width, height, frames = w.size
+    latent_id = g.node(w.latent_node, (380, 600), [width, height, frames, 1], outputs=[("LATENT", "LATENT")],
+                       size=(280, 150))
+    sched = g.node("BasicScheduler", (360, 110), [w.scheduler, w.steps, 1.0], inputs=[("model", "MODEL")],
+                   outputs=[("SIGMAS", "SIGMAS")], size=(300, 110))
+    g.link(shift_id, 0, sched, "model")
+    select = g.node("KSamplerSelect", (360, 270), [w.sampler], outputs=[("SAMPLER", "SAMPLER")], size=(300, 60))
+    cal = g.node("VortaCalibrateRouter", (720, 0),
+                 widget_values(CALIBRATE, {"cfg": w.cfg, "noise_seed": w.seed, **w.calibrate}),
+                 inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                         ("latent", "LATENT"), ("sigmas", "SIGMAS"), ("sampler", "SAMPLER")],
+                 outputs=[("ROUTER", "VORTA_ROUTER"), ("LATENT", "LATENT"), ("report", "STRING"), ("image", "IMAGE")],
+                 size=(420, 560))
+    for name, src in (("model", shift_id), ("positive", pos_id), ("negative", neg_id), ("latent", latent_id),
+                      ("sigmas", sched), ("sampler", select)):
+        g.link(src, 0, cal, name)
+    img = g.node("PreviewImage", (720, 600), [], inputs=[("images", "IMAGE")], size=(420, 360),
+                 title="Calibration: decisions and trade-off")
+    g.link(cal, 3, img, "images")
+    apply_id = g.node("VortaApply", (1180, 0), widget_values(APPLY, w.apply),
+                      inputs=[("model", "MODEL"), ("router", "VORTA_ROUTER"), ("settings", "VORTA_SETTINGS")],
+                      outputs=[("MODEL", "MODEL")], size=(360, 230))
+    g.link(shift_id, 0, apply_id, "model")
+    g.link(cal, 0, apply_id, "router")
+    _generate(g, w, 1580, apply_id, pos_id, neg_id, latent_id, vae_id)
     return g.dump()
 
 
@@ -293,6 +357,29 @@ WORKFLOWS: List[Workflow] = [
             "4x6x8 on the 31x22x40 token grid) and the coreset-to-sliding switch; without it Apply VORTA uses the "
             "preset for the detected model. For image to video, connect a start image to the latent node.",
             _PREVIEW])),
+    Workflow(
+        name="VORTA Wan2.1 1.3B calibrate", model="Wan2.1 T2V 1.3B",
+        mode_line="calibrate, then generate, 480p",
+        unet=ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models",
+                       f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"),
+        clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
+        latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81), shift=8.0, steps=30, cfg=6.0,
+        apply={}, calibrate={"filename": "calibrated/wan2.1_t2v_1.3B_480p"},
+        note="\n\n".join([
+            "## Calibrate a router, then generate\nNo router was released for Wan2.1 T2V 1.3B: **VORTA Calibrate "
+            "Router** makes one from your model, prompts, resolution and sampler, and Apply VORTA generates with it.",
+            "### Files\n" + _files(ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models", ""), UMT5,
+                                   WAN21_VAE),
+            _DOWNLOADS,
+            "### What happens\nThe calibration samples once with full attention (about one generation's time) and "
+            "measures, per step, layer and head, how far sliding-tile and coreset attention are from full. It saves "
+            "the router to `models/vorta/calibrated/` (a number is appended rather than overwrite a file) and passes "
+            "it to Apply VORTA, whose mode `auto` routes with it. Its report (on the node) and image show the "
+            "decisions and the speed-against-error trade-off.",
+            "### Settings\nThe calibration's seed, CFG, sampler, scheduler and steps equal the KSampler's: keep them "
+            "so. `max_error` is the one knob (lower: closer to full attention; higher: faster). Next time, load the "
+            "saved file with **VORTA Router Loader** into Apply VORTA's router input and remove the calibration "
+            "nodes."])),
 ]
 
 
@@ -309,12 +396,12 @@ def thumbnail(w: Workflow) -> bytes:
     def font(size):
         return ImageFont.load_default(size=size)
 
-    # a band of heads over steps in the pack's heat-map colours: router = mixed per head, schedule = phases
+    # a band of heads over steps in the pack's heat-map colours: a router = mixed per head, schedule = phases
     top, rows, cols = 190, 10, 32
     cw, rh = (THUMB_SIZE[0] - 64) // cols, 14
     for r in range(rows):
         for c in range(cols):
-            if "router" in w.mode_line:
+            if "schedule" not in w.mode_line:
                 b = (r * 7 + c * 13 + (c // 4) * 5) % 10
                 branch = 0 if b == 0 else (1 if b < 5 else 2)
             else:

@@ -5,8 +5,9 @@ import pathlib
 
 import pytest
 
+from .ui_graph import FRONTEND_ONLY, widgets as widget_list
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,7 @@ def test_workflow_nodes_and_widgets_exist_in_comfyui(registry, path):
         if n["type"] in FRONTEND_ONLY:
             continue
         assert n["type"] in registry, f"{path.name}: unknown node {n['type']}"
-        spec = registry[n["type"]].INPUT_TYPES()
-        widgets = []
-        for section in ("required", "optional"):
-            for name, value in spec.get(section, {}).items():
-                t = value[0]
-                if isinstance(t, list) or t in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                    widgets.append((name, value))
-                    opts = value[1] if len(value) > 1 else {}
-                    if name == "seed" or opts.get("control_after_generate"):
-                        widgets.append(("control_after_generate", (["fixed", "increment", "decrement", "randomize"],)))
+        widgets = widget_list(registry[n["type"]].INPUT_TYPES())
         for m in n.get("properties", {}).get("models", []):  # download entries name a folder ComfyUI knows
             assert m["directory"] in folder_paths.folder_names_and_paths, (path.name, m)
         values = n["widgets_values"]

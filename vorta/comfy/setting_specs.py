@@ -1,15 +1,17 @@
 """The one declaration of every VORTA setting: name, default, range and tooltip (no ComfyUI imports).
 
 The node inputs (``nodes/``), ``build_settings``, the ``Settings`` defaults and range checks, the example workflows
-(``tools/build_workflows.py``), the README's settings table and the tests are all derived from ``APPLY`` and
-``GEOMETRY`` below; nothing else spells a default.  ``APPLY`` are the inputs of Apply VORTA (what people change);
-``GEOMETRY`` are those of the optional VORTA Settings node, whose output plugs into Apply VORTA.
+(``tools/build_workflows.py``), the README's settings table and the tests are all derived from ``APPLY``,
+``GEOMETRY`` and ``CALIBRATE`` below; nothing else spells a default.  ``APPLY`` are the inputs of Apply VORTA (what
+people change); ``GEOMETRY`` are those of the optional VORTA Settings node, whose output plugs into Apply VORTA;
+``CALIBRATE`` are the widgets of VORTA Calibrate Router (its sparse geometry is ``GEOMETRY``'s).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
+from ..calibrate import DEFAULT_FRACTION
 from ..config import PRESETS, VortaConfig
 from ..router import OFFICIAL_TAU_SPARSE
 
@@ -21,8 +23,9 @@ _GEOMETRY_DEFAULT = VortaConfig()  # the official Wan2.1-14B training geometry, 
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """One input: ``kind`` is 'combo', 'int', 'float' or 'text'; ``options`` for combos; ``low``/``high``/``step``
-    for numbers."""
+    """One input: ``kind`` is 'combo', 'int', 'float', 'bool' or 'text'; ``options`` for combos;
+    ``low``/``high``/``step`` for numbers; ``control_after_generate`` for a seed (the editor adds its
+    fixed/increment/randomize widget after it)."""
 
     name: str
     kind: str
@@ -32,6 +35,7 @@ class SettingSpec:
     low: Optional[float] = None
     high: Optional[float] = None
     step: Optional[float] = None
+    control_after_generate: bool = False
 
     def check(self, value: object) -> None:
         """Raise ValueError naming the setting when ``value`` is outside what the input allows."""
@@ -46,6 +50,8 @@ class SettingSpec:
                 raise ValueError(f"{self.name} must be in [{self.low}, {self.high}], got {value}")
         if self.kind == "text" and not isinstance(value, str):
             raise ValueError(f"{self.name} must be text, got {value!r}")
+        if self.kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{self.name} must be true or false, got {value!r}")
 
 
 def _triple(prefix: str, label: str, values, high: int, what: str):
@@ -91,6 +97,32 @@ GEOMETRY: Tuple[SettingSpec, ...] = (
         "default, never fires; raise above 0.34 for more full heads).")),
     SettingSpec("switch_percent", "float", 0.5, low=0.0, high=1.0, step=0.01, tooltip=(
         "Schedule mode: coreset attention before this point (high noise), sliding tile after it.")),
+)
+
+_SHARED_GEOMETRY = tuple(s for s in GEOMETRY if s.name not in ("tau_sparse", "switch_percent"))
+
+CALIBRATE: Tuple[SettingSpec, ...] = (
+    SettingSpec("cfg", "float", 5.0, low=0.0, high=100.0, step=0.1, tooltip="CFG scale, as in your workflow."),
+    SettingSpec("noise_seed", "int", 0, low=0, high=0xFFFFFFFFFFFFFFFF, step=1, control_after_generate=True,
+                tooltip="Seed of the initial noise."),
+    SettingSpec("add_noise", "bool", True, tooltip=(
+        "Off for the second expert of a two-expert model (it continues the first expert's latent, like "
+        "KSamplerAdvanced).")),
+    SettingSpec("max_error", "float", 0.2, low=0.0, high=2.0, step=0.01, tooltip=(
+        "The one knob: per step, layer and head the cheapest branch whose measured error (relative L2 of the "
+        "attention output vs full attention) is at most this; full attention otherwise. Lower = closer to the "
+        "original, higher = faster. The report shows speed vs error for other values.")),
+    SettingSpec("filename", "text", "calibrated/vorta_router", tooltip=(
+        "Name under models/vorta ('.safetensors' is added). An existing file is never overwritten: a number is "
+        "appended.")),
+    replace(_SHARED_GEOMETRY[0], tooltip=(
+        "Sparse settings the router is calibrated for (stored in the file; Apply VORTA uses them): auto = the preset "
+        "for the detected model and resolution, custom = the tile/window/bucket/ratio inputs below, or a named "
+        "preset.")),
+    *_SHARED_GEOMETRY[1:],
+    SettingSpec("sample_fraction", "float", DEFAULT_FRACTION, low=0.01, high=1.0, step=0.005, tooltip=(
+        "Share of query tiles measured per attention call (more = more precise errors, slower; 1/8 costs about 8% of "
+        "the attention time).")),
 )
 
 SPECS: Dict[str, SettingSpec] = {s.name: s for s in APPLY + GEOMETRY}
