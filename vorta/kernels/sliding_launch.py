@@ -182,12 +182,14 @@ def _sliding_launches(q, kv: KVCopy, out, heads, tile_start, tv, text_valid, g, 
     if quant:  # 8-bit dots take at least 32 keys
         tail_n = max(tail_n, 32)
     tma = config.tma and kt.shape[0] * kt.shape[1] < 2**31
-    if tma:  # the FP8 V^T is read with pointers (its blocks start unaligned): its descriptors are K's, unused
-        rows = (kt.view(-1, D),) * 2 if quant else (kt.view(-1, D), vt.view(-1, D))
-        kd, vd = (TensorDescriptor.from_tensor(x, [bn, D]) for x in rows)
+    if tma:  # 8-bit: V^T blocks are [D, keys] at 16-key aligned columns (``_attend_segment8``)
+        k_rows = kt.view(-1, D)
+        v_rows, v_block = (vt.view(-1, kv.pitch), lambda n: [D, n]) if quant else (vt.view(-1, D), lambda n: [n, D])
+        kd, vd = TensorDescriptor.from_tensor(k_rows, [bn, D]), TensorDescriptor.from_tensor(v_rows, v_block(bn))
         kd_tail, vd_tail = kd, vd
         if tail_n != bn:
-            kd_tail, vd_tail = (TensorDescriptor.from_tensor(x, [tail_n, D]) for x in rows)
+            kd_tail = TensorDescriptor.from_tensor(k_rows, [tail_n, D])
+            vd_tail = TensorDescriptor.from_tensor(v_rows, v_block(tail_n))
     else:
         kd, vd, kd_tail, vd_tail = kt, vt, kt, vt
 

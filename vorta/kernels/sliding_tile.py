@@ -24,9 +24,10 @@ chunks to fill the GPU; each split writes its partial (acc, max, sum) and the la
 (log-sum-exp); padded text rows output 0.
 ``USE_TMA`` loads the tile-ordered K/V blocks through Hopper's TMA (host tensor descriptors).
 ``QUANT`` is the 8-bit path (``vorta/kernels/quantize.py`` makes the copies): Q is quantized to INT8 per row in the
-kernel, Q·K runs on INT8 tensor cores, P·V on FP8 ones (V transposed), scales applied to the fp32 scores and the
-accumulator.  Correct on the H100 (per-head cosine >= 0.9992 against the bf16 kernel) but, in Triton 3.6, about
-half the bf16 kernel's speed (bench/results/2026-11-24-quant-h100.md), so the nodes do not offer it yet.
+kernel, Q·K runs on INT8 tensor cores, P·V on FP8 ones (V transposed, loaded by TMA in blocks that start at
+16-key aligned columns: ``_attend_segment8``), scales applied to the fp32 scores and the accumulator.  Correct on
+the H100 (per-head cosine >= 0.9991 against the bf16 kernel) but, in Triton 3.6, still 0.77-0.92x the bf16
+kernel's speed (bench/results/2026-11-24-quant-h100.md), so the nodes do not offer it yet.
 Non-finite values: a key row outside the current segment never enters a sum.  Masked loads read it as 0; a TMA
 tail block reads it unmasked (the next segment, head or batch element), so its score is set to -inf and its
 value row to 0 before the dot (a zero weight times inf would be NaN and travel across heads and batches).
@@ -126,55 +127,71 @@ def _attend8(q8, sq, k8, sk, vt8, m_i, l_i, acc, mask, MASKED: tl.constexpr, FP8
 
 
 @triton.jit
-def _load_kv8(KT, SK, VT, KT_DESC, row, vt_row, col, offs_n, d, rows_left, kv_pitch,
+def _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row, vt_row, col, offs_n, d, ok, kv_pitch,
               MASKED: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
     """``_load_kv`` for the 8-bit copies: K rows (int8) and their scales at buffer row ``row``, and the transposed
-    FP8 V block [D, N] at column ``col`` of this head's rows starting at ``vt_row``.  V^T is read with pointer
-    loads even with TMA: its blocks start at any key (a window segment starts where its tile does), and TMA
-    needs 16-byte aligned starts along the contiguous dimension."""
-    ok = offs_n < rows_left
+    FP8 V block [D, N] at column ``col`` of this head's rows starting at ``vt_row`` (``col`` a multiple of 16:
+    TMA needs 16-byte aligned starts along the contiguous dimension).  ``ok``: the block's keys in the segment."""
     sk = tl.load(SK + row + offs_n, mask=ok, other=0.0)
-    vv = (vt_row + d).to(tl.int64)[:, None] * kv_pitch + (col + offs_n)[None, :]
     if USE_TMA:
         k = KT_DESC.load([row.to(tl.int32), 0])
+        vt = VT_DESC.load([vt_row.to(tl.int32), col.to(tl.int32)])
     else:
         kv = (row + offs_n).to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+        vv = (vt_row + d).to(tl.int64)[:, None] * kv_pitch + (col + offs_n)[None, :]
         if MASKED:
             k = tl.load(KT + kv, mask=ok[:, None], other=0)
+            vt = tl.load(VT + vv, mask=ok[None, :], other=0.0)
         else:
             k = tl.load(KT + kv)
-    if MASKED:
-        vt = tl.load(VT + vv, mask=ok[None, :], other=0.0)
-    else:
-        vt = tl.load(VT + vv)
+            vt = tl.load(VT + vv)
     return k, sk, vt
 
 
 @triton.jit
-def _attend_segment(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, vt_row, kv_pitch,
-                    seg_lo, seg_hi, d, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr,
-                    HEAD_DIM: tl.constexpr, QUANT: tl.constexpr, FP8_DOT: tl.constexpr):
+def _attend_segment8(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, vt_row, kv_pitch,
+                     seg_lo, seg_hi, d, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, FP8_DOT: tl.constexpr):
+    """``_attend_segment`` for the 8-bit copies.  Blocks start at multiples of 16 keys (TMA for V^T): a segment
+    that starts unaligned begins with one block from the aligned key below it, its leading keys masked; then
+    whole blocks unmasked, then the tail."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, TAIL_N)
+    lo = seg_lo - seg_lo % 16
+    first = seg_lo
+    if lo != seg_lo:  # the leading block: keys [seg_lo, min(lo + BLOCK_N, seg_hi))
+        key = lo + offs_n
+        ok = (key >= seg_lo) & (key < seg_hi)
+        k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row0 + lo, vt_row, lo, offs_n, d, ok, kv_pitch,
+                              True, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, ok, True, FP8_DOT)
+        first = lo + BLOCK_N
+    full_end = first + (tl.maximum(seg_hi - first, 0) // BLOCK_N) * BLOCK_N
+    for start in range(first, full_end, BLOCK_N):
+        k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, VT_DESC, row0 + start, vt_row, start, offs_n, d,
+                              offs_n < BLOCK_N, kv_pitch, False, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_n, False, FP8_DOT)
+    for start in range(full_end, seg_hi, TAIL_N):
+        ok = offs_t < seg_hi - start
+        k, sk, vt = _load_kv8(KT, SK, VT, KT_TAIL, VT_TAIL, row0 + start, vt_row, start, offs_t, d, ok, kv_pitch,
+                              True, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, ok, True, FP8_DOT)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0, seg_lo, seg_hi, d,
+                    BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, USE_TMA: tl.constexpr, HEAD_DIM: tl.constexpr):
     """Keys ``[seg_lo, seg_hi)`` of this (batch, head)'s tile-ordered rows: whole blocks unmasked, then the tail."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, TAIL_N)
     full_end = seg_lo + ((seg_hi - seg_lo) // BLOCK_N) * BLOCK_N
     for start in range(seg_lo, full_end, BLOCK_N):
-        if QUANT:
-            k, sk, vt = _load_kv8(KT, SK, VT, KT_DESC, row0 + start, vt_row, start, offs_n, d, BLOCK_N, kv_pitch,
-                                  False, USE_TMA, HEAD_DIM)
-            m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_n, False, FP8_DOT)
-        else:
-            k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
+        k, v = _load_kv(KT, VT, KT_DESC, VT_DESC, row0 + start, offs_n, d, BLOCK_N, False, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_n, False)
     for start in range(full_end, seg_hi, TAIL_N):
-        if QUANT:
-            k, sk, vt = _load_kv8(KT, SK, VT, KT_TAIL, row0 + start, vt_row, start, offs_t, d, seg_hi - start,
-                                  kv_pitch, True, USE_TMA, HEAD_DIM)
-            m_i, l_i, acc = _attend8(q, sq, k, sk, vt, m_i, l_i, acc, offs_t < seg_hi - start, True, FP8_DOT)
-        else:
-            k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA,
-                            HEAD_DIM)
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_t < seg_hi - start, True)
+        k, v = _load_kv(KT, VT, KT_TAIL, VT_TAIL, row0 + start, offs_t, d, seg_hi - start, True, USE_TMA, HEAD_DIM)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, offs_t < seg_hi - start, True)
     return m_i, l_i, acc
 
 
@@ -273,9 +290,13 @@ def sliding_tile_fwd_kernel(
         if HAS_TEXT:
             seg_lo = tl.where(r < n_video, seg_lo, VIDEO_LEN)
             seg_hi = tl.where(r < n_video, seg_hi, VIDEO_LEN + text_end)
-        m_i, l_i, acc = _attend_segment(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0,
-                                        vt_row, kv_pitch, seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA, HEAD_DIM,
-                                        QUANT, FP8_DOT)
+        if QUANT:
+            m_i, l_i, acc = _attend_segment8(q, sq, m_i, l_i, acc, KT, VT, SK, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL,
+                                             row0, vt_row, kv_pitch, seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA,
+                                             HEAD_DIM, FP8_DOT)
+        else:
+            m_i, l_i, acc = _attend_segment(q, m_i, l_i, acc, KT, VT, KT_DESC, VT_DESC, KT_TAIL, VT_TAIL, row0,
+                                            seg_lo, seg_hi, d, BLOCK_N, TAIL_N, USE_TMA, HEAD_DIM)
     if QUANT:  # undo P's 448 and V's per-channel scales
         acc = acc * (tl.load(VS + vt_row + d) / 448.0)[None, :]
 
