@@ -9,8 +9,9 @@ pytest.importorskip("triton")
 
 from fuzz_cases import case_summary, make_case, run_case  # noqa: E402
 
-# fixed: the cases below cover every path this test asserts on.  7028 is left out: it took 5.7 s of the interpreter's
-# 15.6 s for 7000-7029 (grid 2x2x7, batch 3), and every path it drives (TMA, tail block, row split, text) 7008 drives too
+# fixed: the cases below cover every path this test asserts on.  7028 is left out: it took 5.7 s of the
+# interpreter's 15.6 s for 7000-7029 (grid 2x2x7, batch 3), and every path it drives (TMA, tail block, row split,
+# text) 7008 drives too
 SEEDS = [seed for seed in range(7000, 7030) if seed != 7028]
 CUDA = torch.cuda.is_available()
 

@@ -135,7 +135,8 @@ def test_sliding_out_of_resources_falls_back(fail, monkeypatch, caplog):
     fake = _Fails(launch.sliding_tile_fwd_kernel, fail)
     monkeypatch.setattr(launch, "sliding_tile_fwd_kernel", fake)
     # a 24-token tile: one block of 32 rows (no row split), so each config launches its own BLOCK_M; two tiles
-    grid, tile, window, H, routed, (T, valid), layout, B = (2, 3, 8), (2, 3, 4), (3, 3, 3), 2, [1], (6, [6, 2]), "hunyuan", 2
+    grid, tile, window, H, routed = (2, 3, 8), (2, 3, 4), (3, 3, 3), 2, [1]
+    (T, valid), layout, B = (6, [6, 2]), "hunyuan", 2
     g = TokenGrid(*grid)
     D, dtype, S = 32, torch.float32, g.numel + T
     q, k, v = make(B, H, S, D, dtype, layout, seed=5)

@@ -143,7 +143,8 @@ def test_calibrate_then_generate_workflow():
     """The calibration example: VORTA Calibrate Router's ROUTER drives Apply VORTA for the KSampler, and the calibration
     runs what the KSampler runs (model after the shift, prompts, latent, seed, CFG, sampler, scheduler, steps), with
     valid widget values; no router file is needed."""
-    paths = [p for p in WORKFLOWS if any(n["type"] == "VortaCalibrateRouter" for n in json.loads(p.read_text())["nodes"])]
+    paths = [p for p in WORKFLOWS
+             if any(n["type"] == "VortaCalibrateRouter" for n in json.loads(p.read_text())["nodes"])]
     assert len(paths) == 1
     wf = json.loads(paths[0].read_text())
     nodes = {n["id"]: n for n in wf["nodes"]}

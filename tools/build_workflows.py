@@ -62,6 +62,8 @@ class ModelFile:
 UMT5 = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
                  f"{WAN21}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")
 WAN21_VAE = ModelFile("wan_2.1_vae.safetensors", "vae", f"{WAN21}/vae/wan_2.1_vae.safetensors")
+WAN13 = ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models",
+                  f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors")
 # The official router files are both called router.pt; a workflow names them apart.  Any name works: the loader
 # reads the model family from the tensors, and without config.json the official training settings.
 WAN14_ROUTER = ModelFile("vorta_wan2.1_t2v_14b_router.pt", "vorta",
@@ -272,6 +274,11 @@ def _files(*files: ModelFile) -> str:
     return "\n".join(f"- `models/{f.directory}/` {f.name}" for f in files)
 
 
+# Wan2.1 T2V 1.3B at 480p, 81 frames (the schedule and the calibration examples)
+WAN13_T2V_480P = dict(model="Wan2.1 T2V 1.3B", unet=WAN13, clip_node="CLIPLoader",
+                      clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE, latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81),
+                      shift=8.0, steps=30, cfg=6.0)
+
 _DOWNLOADS = ("ComfyUI offers the missing files for download when the workflow opens (a browser download lands "
               "in your downloads folder: move it to the folder named here).")
 _ROUTER_NOTE = ("The official router is `router.pt` in the Hugging Face repository Wenhao-Sun/VORTA ({folder}/train/"
@@ -321,17 +328,11 @@ WORKFLOWS: List[Workflow] = [
             "2x3x2). Text tokens stay global. `dense_blocks` counts the 20 double blocks first (0-19), then the "
             "single blocks (20-59).", _PREVIEW, _SPEED])),
     Workflow(
-        name="VORTA Wan2.1 1.3B schedule", model="Wan2.1 T2V 1.3B",
-        mode_line="training-free schedule, 480p",
-        unet=ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models",
-                       f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"),
-        clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
-        latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81), shift=8.0, steps=30, cfg=6.0,
+        name="VORTA Wan2.1 1.3B schedule", mode_line="training-free schedule, 480p", **WAN13_T2V_480P,
         apply={"start_percent": 0.1},
         note="\n\n".join([
             "## VORTA on Wan2.1 T2V 1.3B\nNo router was released for this model: the training-free schedule.",
-            "### Files\n" + _files(ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models", ""), UMT5,
-                                   WAN21_VAE),
+            "### Files\n" + _files(WAN13, UMT5, WAN21_VAE),
             _DOWNLOADS,
             "### Settings\nMode `auto` runs the schedule because no router is connected: full attention for the "
             "first 10 % of the steps (`start_percent`), coreset attention until `switch_percent` (50 %), sliding "
@@ -358,18 +359,12 @@ WORKFLOWS: List[Workflow] = [
             "preset for the detected model. For image to video, connect a start image to the latent node.",
             _PREVIEW])),
     Workflow(
-        name="VORTA Wan2.1 1.3B calibrate", model="Wan2.1 T2V 1.3B",
-        mode_line="calibrate, then generate, 480p",
-        unet=ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models",
-                       f"{WAN21}/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"),
-        clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE,
-        latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81), shift=8.0, steps=30, cfg=6.0,
+        name="VORTA Wan2.1 1.3B calibrate", mode_line="calibrate, then generate, 480p", **WAN13_T2V_480P,
         apply={}, calibrate={"filename": "calibrated/wan2.1_t2v_1.3B_480p"},
         note="\n\n".join([
             "## Calibrate a router, then generate\nNo router was released for Wan2.1 T2V 1.3B: **VORTA Calibrate "
             "Router** makes one from your model, prompts, resolution and sampler, and Apply VORTA generates with it.",
-            "### Files\n" + _files(ModelFile("wan2.1_t2v_1.3B_bf16.safetensors", "diffusion_models", ""), UMT5,
-                                   WAN21_VAE),
+            "### Files\n" + _files(WAN13, UMT5, WAN21_VAE),
             _DOWNLOADS,
             "### What happens\nThe calibration samples once with full attention (about one generation's time) and "
             "measures, per step, layer and head, how far sliding-tile and coreset attention are from full. It saves "

@@ -51,7 +51,8 @@ def calibrate_prompt(object_info) -> dict:
     (unet,), (decode,), (ksampler,) = by_type["UNETLoader"], by_type["VAEDecode"], by_type["KSampler"]
     prompt[unet]["inputs"]["unet_name"] = "tiny_wan_t2v.safetensors"
     for seed, (key, tokens) in enumerate(zip(by_type["CLIPTextEncode"], (7, 3)), start=1):
-        prompt[key] = {"class_type": "VortaTestConditioning", "inputs": {"family": "wan", "seed": seed, "tokens": tokens}}
+        prompt[key] = {"class_type": "VortaTestConditioning",
+                       "inputs": {"family": "wan", "seed": seed, "tokens": tokens}}
     prompt[decode] = {"class_type": "SaveLatent", "inputs": {"samples": [ksampler, 0],
                                                              "filename_prefix": "latents/calibrated"}}
     prompt[by_type["EmptyHunyuanLatentVideo"][0]]["inputs"].update(width=128, height=96, length=17)

@@ -23,6 +23,7 @@ import torch
 from test_router_files import official_state
 
 from .server import HERE, ROOT, comfyui_server, get_json as _get, run_prompt
+from .test_calibrate_server import loader_prompt
 
 OFFICIAL_DIR = "wan-14B/train/ckpt/step-000100"  # the layout of the Hugging Face repository Wenhao-Sun/VORTA
 
@@ -54,24 +55,6 @@ def install(files: list, custom_nodes: pathlib.Path) -> pathlib.Path:
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
     return dst
-
-
-def prompt(router_name: str) -> dict:
-    from comfyui_vorta.vorta.comfy.setting_specs import APPLY
-
-    return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_wan_t2v.safetensors", "weight_dtype": "default"}},
-        "2": {"class_type": "VortaRouterLoader", "inputs": {"router_name": router_name}},
-        "3": {"class_type": "VortaApply", "inputs": {**{s.name: s.default for s in APPLY}, "model": ["1", 0],
-                                                     "router": ["2", 0]}},
-        "4": {"class_type": "VortaTestConditioning", "inputs": {"family": "wan", "seed": 1, "tokens": 7}},
-        "5": {"class_type": "VortaTestConditioning", "inputs": {"family": "wan", "seed": 2, "tokens": 3}},
-        "6": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 80, "height": 64, "length": 9, "batch_size": 1}},
-        "7": {"class_type": "KSampler", "inputs": {"model": ["3", 0], "seed": 0, "steps": 2, "cfg": 3.0,
-                                                   "sampler_name": "euler", "scheduler": "simple", "positive": ["4", 0],
-                                                   "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}},
-        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "latents/installed"}},
-    }
 
 
 @pytest.mark.parametrize("how", ["git clone", "registry archive"])
@@ -115,7 +98,7 @@ def test_installed_pack_loads_and_uses_the_official_router_file(how, harness, co
         options = nodes["VortaRouterLoader"]["input"]["required"]["router_name"][1]["options"]
         assert {f"{OFFICIAL_DIR}/router.pt", "vorta_wan2.1_t2v_14b_router.pt"} <= set(options), options
 
-        run_prompt(url, prompt(f"{OFFICIAL_DIR}/router.pt"), log_path)
-        assert list((base / "output" / "latents").glob("installed*.latent"))
+        run_prompt(url, loader_prompt(f"{OFFICIAL_DIR}/router.pt"), log_path)
+        assert list((base / "output" / "latents").glob("loaded*.latent"))
         text = log_path.read_text()
-        assert "VORTA (wan, mode=auto->router" in text and "tile 1x2x2" in text, text[-4000:]
+        assert "VORTA (wan, mode=router" in text and "tile 1x2x2" in text, text[-4000:]
