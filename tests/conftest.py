@@ -13,6 +13,10 @@ try:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     torch.set_num_threads(int(os.environ.get("VORTA_TEST_THREADS", "1")))
+    # the sliding kernel's launch-config autotuner (on a GPU) would launch configs the tests did not choose and
+    # write ~/.cache: off unless a test turns it on (tests/test_autotune.py)
+    os.environ.setdefault("VORTA_AUTOTUNE", "0")
+    os.environ.setdefault("VORTA_AUTOTUNE_CACHE", "")
 except ImportError:  # pragma: no cover
     pass
 

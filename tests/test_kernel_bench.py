@@ -117,3 +117,22 @@ def test_tables_render_every_kind_of_row():
     for b in blocks:  # every row, failed ones included, has as many cells as its header
         assert len({ln.count("|") for ln in b.splitlines()}) == 1, b
     assert "NONFINITE" in text and "FAILED: OutOfResources" in text and " NO |" in text and "†" in text
+
+
+def test_autotune_flag_and_choice_lines(monkeypatch):
+    """--no-autotune parses; the autotuner's choices since the last shape are listed once, under the tables too."""
+    from comfyui_vorta.vorta.kernels import autotune
+    from comfyui_vorta.vorta.kernels.sliding_launch import LaunchConfig
+
+    assert kernel_bench.parse_args(["--no-autotune"]).no_autotune and not kernel_bench.parse_args([]).no_autotune
+    rule, pick = LaunchConfig(128, 128, 8, 3, True, 64), LaunchConfig(128, 64, 8, 4, True)
+    key = ("sliding", "cuda:0", "torch.bfloat16", 128, (21, 30, 52), (4, 6, 8), (3, 3, 3), 0, False, False, 64,
+           False)
+    monkeypatch.setattr(autotune, "_TUNED", {key: autotune.Tuned(pick, 7.25, rule, 8.5, 8, 1, "measured")})
+    seen: set = set()
+    lines = kernel_bench.tuner_lines(seen, "Wan-14B 480p 81f")
+    assert lines == ["Wan-14B 480p 81f (B*heads~64): (128,64,8,4,tma) 7.250 ms; rule (128,128,8,3,tma,tail64) "
+                     "8.500 ms (measured, 8 candidates, 1 skipped)"]
+    assert kernel_bench.tuner_lines(seen, "next shape") == []
+    args = kernel_bench.parse_args(["--shapes", "7"])
+    assert "- Wan-14B 480p 81f (B*heads~64): (128,64,8,4,tma)" in kernel_bench.write(args, "# head", [], tuned=lines)

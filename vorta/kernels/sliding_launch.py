@@ -1,6 +1,7 @@
 """Launcher of the sliding tile kernel (``vorta/kernels/sliding_tile.py``) as the custom op
 ``vorta::sliding_tile_attention``: argument checks, launch configs, tile tables, the text-query split, and the
-fallback to smaller configs / the PyTorch reference when a GPU runs out of shared memory.
+fallback to smaller configs / the PyTorch reference when a GPU runs out of shared memory; the launch config is
+measured per problem key on its first call (``autotune.py``), the fixed rule of ``sliding_configs`` otherwise.
 
 Data moved: K/V of the routed heads are copied once into tile order (text behind the video, either token order);
 the text queries' split partials go through a small fp32 workspace.  Not moved: Q is read and O written in place
@@ -24,6 +25,7 @@ except ImportError:  # pragma: no cover - older Triton: pointer loads only
 from ..checks import check_kernel_support
 from ..geometry import TileLayout, TokenGrid, as_triple
 from ..routing import AttentionProblem, reference_sliding, sequence_rows
+from . import autotune
 from .common import INTERPRET, check_op_args, check_quant_support, heads32, unit_last
 from .log import log_once
 from .quantize_launch import KVCopy, quantize_kv
@@ -57,7 +59,9 @@ def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens
     blocks with the window segments' tails in the smallest block that holds them; otherwise (small tiles such
     as Wan-1.3B's 192, or no TMA: Ampere, Ada) the query block that pads a tile least and 64-key blocks.  Smaller ones follow for GPUs with less shared memory (consumer cards have
     ~100 KB per block); configs whose K/V pipeline cannot fit the device's shared memory are left out.
-    ``VORTA_STA_CONFIG="BM,BN,warps,stages[,tma[,tail_n[,row_split]]]"`` forces one config.
+    ``VORTA_STA_CONFIG="BM,BN,warps,stages[,tma[,tail_n[,row_split]]]"`` forces one config.  On a GPU the op
+    measures ``tune_candidates`` on the first call of each problem key and launches the fastest
+    (``vorta/kernels/autotune.py``; ``VORTA_AUTOTUNE=0``: this list's first config that fits, as before).
     ``smem_limit`` (bytes per block) and ``tma`` replace what ``device`` has, to ask what another GPU would get
     (bench/kernel_bench.py --consumer: ~100 KB and no TMA on RTX 40 cards)."""
     tma = _tma_default(device) if tma is None else tma
@@ -68,19 +72,70 @@ def sliding_configs(tile_tokens: int, head_dim: int, device=None, segment_tokens
                              *(bool(x) for x in v[6:7]))]
     if INTERPRET:
         return [LaunchConfig(32, 32, 4, 1, False), LaunchConfig(16, 16, 4, 1, False)]
-    if tma and tile_tokens >= 256:  # two or more whole 128-row blocks per tile: the last rows in a second launch
-        tail = segment_tokens % 128
-        best = LaunchConfig(128, 128, 8, 3, True, _pow2_at_least(tail) if tail else 128)
-    else:  # small tiles (or no TMA): the query block that pads a tile least
-        waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
-        best = LaunchConfig(64, 64, 4, 3, tma) if waste[128] > waste[64] else LaunchConfig(128, 64, 8, 3, tma)
+    best = _rule_config(tile_tokens, segment_tokens, tma)
     limit = _smem_limit(device) if smem_limit is None else smem_limit
     out: List[LaunchConfig] = []
     for c in [best] + [LaunchConfig(*c, tma) for c in SMALLER_CONFIGS]:
-        need = ((c.stages - 1) * 2 * c.block_n + c.block_m) * head_dim * elem_size  # K/V buffers in flight + Q
-        if c not in out and (limit is None or need <= limit or c.block_m == 32):
+        if c not in out and (limit is None or _smem_need(c, head_dim, elem_size) <= limit or c.block_m == 32):
             out.append(c)
     return out
+
+
+def _rule_config(tile_tokens: int, segment_tokens: int, tma: bool) -> LaunchConfig:
+    """The fixed rule's pick (``sliding_configs``' first entry before the shared-memory filter)."""
+    if tma and tile_tokens >= 256:  # two or more whole 128-row blocks per tile: the last rows in a second launch
+        return LaunchConfig(128, 128, 8, 3, True, _tail_block(segment_tokens, 128))
+    # small tiles (or no TMA): the query block that pads a tile least
+    waste = {bm: math.ceil(tile_tokens / bm) * bm - tile_tokens for bm in (128, 64)}
+    return LaunchConfig(64, 64, 4, 3, tma) if waste[128] > waste[64] else LaunchConfig(128, 64, 8, 3, tma)
+
+
+def _tail_block(segment_tokens: int, block_n: int) -> int:
+    """The smallest power-of-two block (>= 16) holding a window segment's tail past its whole ``block_n`` blocks."""
+    tail = segment_tokens % block_n
+    return _pow2_at_least(tail) if tail else block_n
+
+
+def _smem_need(c: LaunchConfig, head_dim: int, elem_size: int) -> int:
+    """The launcher's shared-memory estimate: K/V buffers in flight + the Q block."""
+    return ((c.stages - 1) * 2 * c.block_n + c.block_m) * head_dim * elem_size
+
+
+MAX_CANDIDATES = 8
+
+
+def tune_candidates(tile_tokens: int, head_dim: int, device=None, segment_tokens: int = 0, elem_size: int = 2,
+                    smem_limit: Optional[int] = None, tma: Optional[bool] = None) -> List[LaunchConfig]:
+    """Launch configs the autotuner (``vorta/kernels/autotune.py``) times on a new problem key: the rule's pick
+    first, then the alternatives that won somewhere in the H100 sweeps (bench/results: 128-row blocks over
+    64-key blocks with 3 or 4 stages, 64-row blocks, 128-key blocks with the tail in the smallest block, the
+    rule's pick without its row split), at most ``MAX_CANDIDATES``, those whose K/V pipeline cannot fit the
+    device's shared memory left out, duplicates (configs that launch the same kernels) dropped."""
+    tma = _tma_default(device) if tma is None else tma
+    best = _rule_config(tile_tokens, segment_tokens, tma)
+    t128 = _tail_block(segment_tokens, 128)
+    pool = [best, LaunchConfig(128, 64, 8, 4, tma), LaunchConfig(128, 64, 8, 3, tma), LaunchConfig(64, 64, 4, 3, tma)]
+    if tma:  # 128-key blocks pay off with TMA loads only (pointer loads: bench/results/2026-11-23-kernels-h100.md)
+        pool += [LaunchConfig(128, 128, 8, 3, True, t128), LaunchConfig(64, 128, 4, 3, True, t128)]
+    pool += [best._replace(row_split=False), LaunchConfig(64, 64, 4, 4, tma), LaunchConfig(128, 64, 8, 2, tma),
+             LaunchConfig(64, 64, 4, 2, tma)]
+    limit = _smem_limit(device) if smem_limit is None else smem_limit
+    out: List[LaunchConfig] = []
+    seen = set()
+    for c in pool:
+        same = _launches_as(c, tile_tokens)
+        if same not in seen and (limit is None or _smem_need(c, head_dim, elem_size) <= limit):
+            seen.add(same)
+            out.append(c)
+    return out[:MAX_CANDIDATES]
+
+
+def _launches_as(c: LaunchConfig, tile_tokens: int) -> LaunchConfig:
+    """``c`` with the fields that change nothing at this tile size normalized (a tail block equal to the key
+    block; the row split of a tile with no rows past its whole blocks, or whose rest rounds up to a whole block)."""
+    rest = tile_tokens % c.block_m
+    split = bool(rest) and _pow2_at_least(rest) < c.block_m
+    return c._replace(tail_n=0 if c.tail_n in (0, c.block_n) else c.tail_n, row_split=c.row_split or not split)
 
 
 @lru_cache(maxsize=8)
@@ -146,11 +201,30 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
             v.stride(2), h, L, L + text_len, video_row0, text_row0, BLOCK=gblock, HEAD_DIM=D,
             HAS_TEXT_VALID=text_valid is not None, num_warps=4)
         kv = KVCopy(kt, vt, heads, heads, 0)
+
+    def run(config: LaunchConfig) -> None:
+        _sliding_launches(q, kv, out, heads, tile_start, tv, text_valid, g, layout, tile, window, text_len,
+                          text_first, config)
+
+    if autotune.disabled_reason(forced=bool(os.environ.get("VORTA_STA_CONFIG"))) is None:
+        elem = 1 if quant else q.element_size()
+        tkey = ("sliding", str(q.device), str(q.dtype), D, tuple(grid), tuple(tile), tuple(window), text_len,
+                text_valid is not None, bool(text_first), _bh_bucket(B * h), bool(quant))
+        what = (f"grid {tuple(grid)} tile {tuple(tile)} window {tuple(window)} text {text_len} B*heads~{tkey[-2]}"
+                f"{' 8-bit' if quant else ''}")
+        chosen = autotune.choose(
+            tkey, lambda: tune_candidates(layout.tile_tokens, D, q.device, segment, elem), configs[0], run,
+            q.device, what, lambda: _file_key(tkey, q.device))
+        if chosen is not None:
+            try:
+                run(chosen)  # the chosen config runs last: its result is the output
+                return
+            except OutOfResources:  # cannot happen for a measured choice; the rule's list below still can run
+                pass
     errors = []
     for i in range(_WORKING_CONFIG.get(key, 0), len(configs)):
         try:
-            _sliding_launches(q, kv, out, heads, tile_start, tv, text_valid, g, layout, tile, window,
-                              text_len, text_first, configs[i])
+            run(configs[i])
         except OutOfResources as e:  # too little shared memory on this GPU: try the next, smaller config
             errors.append(f"{tuple(configs[i][:4])}: {e}")
             continue
@@ -158,6 +232,23 @@ def sliding_tile_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: to
         return
     _NO_CONFIG[key] = "no launch config of the sliding tile kernel fits this GPU (" + "; ".join(errors) + ")"
     raise NoKernelConfig(_NO_CONFIG[key])
+
+
+def _bh_bucket(n: int) -> int:
+    """Batch x routed heads rounded up to a power of two: routing changes the head count per layer and step."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _file_key(tkey: tuple, device) -> str:
+    """The autotune file's key: GPU name, Triton version and the kernel's source hash instead of the device index."""
+    return autotune.key_text((_device_name(device), f"triton {triton.__version__}",
+                              getattr(sliding_tile_fwd_kernel, "cache_key", "interpreted")[:16]) + tkey[2:])
+
+
+@lru_cache(maxsize=8)
+def _device_name(device) -> str:
+    d = torch.device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else d.type
 
 
 _WORKING_CONFIG: Dict[tuple, int] = {}  # index of the config that launched, per (device, dtype, head dim, configs)
