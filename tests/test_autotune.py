@@ -211,7 +211,7 @@ def test_tune_candidates():
         cands = launch.tune_candidates(tile, 128, None, segment, 2, smem_limit=limit, tma=tma)
         rule = launch._rule_config(tile, segment, tma)
         fits = limit is None or launch._smem_need(rule, 128, 2) <= limit  # RTX 50: TMA, ~100 KB: it does not
-        assert (cands[0] == rule) == fits and 3 <= len(cands) <= launch.MAX_CANDIDATES
+        assert (cands[0] == rule) == fits and 2 <= len(cands) <= launch.MAX_CANDIDATES  # consumer cards: 2 fit
         assert len({launch._launches_as(c, tile) for c in cands}) == len(cands)
         assert limit is None or all(launch._smem_need(c, 128, 2) <= limit for c in cands)
         assert all(c.tma == tma for c in cands)

@@ -97,8 +97,12 @@ def _tail_block(segment_tokens: int, block_n: int) -> int:
 
 
 def _smem_need(c: LaunchConfig, head_dim: int, elem_size: int) -> int:
-    """The launcher's shared-memory estimate: K/V buffers in flight + the Q block."""
-    return ((c.stages - 1) * 2 * c.block_n + c.block_m) * head_dim * elem_size
+    """The launcher's shared-memory estimate: one K and one V buffer per pipeline stage, the Q block, the 8-bit
+    path's key scales, TMA barriers.  Equal to what Triton 3.6 allocates for these kernels on sm_90 (measured for
+    every consumer config: bench/results/2026-11-24-consumer-configs-h100.md); the earlier (stages - 1) count was
+    one stage short, so a consumer card paid a failed compile before the config that fits."""
+    scales = c.stages * c.block_n * 4 if elem_size == 1 else 0
+    return (c.stages * 2 * c.block_n + c.block_m) * head_dim * elem_size + scales + 64
 
 
 MAX_CANDIDATES = 8
