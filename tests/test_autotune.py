@@ -250,3 +250,17 @@ def test_compiled_graph_tunes_at_run_time_not_while_tracing(tuner):
     ref = reference.sliding_tile_attention(*(x.transpose(1, 2)[:, 1:].cpu() for x in (q, k, v)), p.grid, TILE,
                                            WINDOW)
     assert float((out[:, :, 1].cpu() - ref[:, 0]).norm() / ref.norm()) < (2e-3 if CUDA else 1e-5)
+
+
+def test_default_skips_tuning_where_the_rule_was_measured_best(monkeypatch):
+    """Unset VORTA_AUTOTUNE: no tuning on an H100 (the rule won on every measured shape), tuning on other GPUs;
+    1 tunes everywhere, 0 nowhere."""
+    monkeypatch.setattr(autotune, "INTERPRET", False)
+    for cc, setting, tunes in (((9, 0), None, False), ((8, 9), None, True), ((12, 0), None, True),
+                               ((9, 0), "1", True), ((8, 9), "0", False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, cc=cc: cc)
+        if setting is None:
+            monkeypatch.delenv("VORTA_AUTOTUNE", raising=False)
+        else:
+            monkeypatch.setenv("VORTA_AUTOTUNE", setting)
+        assert (autotune.disabled_reason(device=torch.device("cuda")) is None) == tunes, (cc, setting)

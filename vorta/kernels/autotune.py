@@ -54,14 +54,24 @@ _UNTUNABLE: set = set()  # problem keys where no candidate ran: the launcher's f
 _FILE_CACHE: Dict[str, Dict[str, dict]] = {}  # path -> entries read from it (read once per process)
 
 
-def disabled_reason(forced: bool = False) -> Optional[str]:
-    """Why launch configs are not tuned at all (the rule's list runs), or None."""
-    if os.environ.get("VORTA_AUTOTUNE", "1").strip().lower() in ("0", "false", "off", "no"):
+RULE_MEASURED_ON = ((9, 0),)  # compute capabilities where the rule was the fastest candidate on every user shape
+
+
+def disabled_reason(forced: bool = False, device=None) -> Optional[str]:
+    """Why launch configs are not tuned at all (the rule's list runs), or None.  ``VORTA_AUTOTUNE``: 1 always tunes,
+    0 never; unset tunes except on GPUs in ``RULE_MEASURED_ON``: on the H100 the rule's pick was the fastest of the
+    candidates on all 9 user shapes measured (bench/results/2026-11-24-autotune-h100.md), so tuning there would
+    only cost the first call its candidates' compiles."""
+    setting = os.environ.get("VORTA_AUTOTUNE", "").strip().lower()
+    if setting in ("0", "false", "off", "no"):
         return "VORTA_AUTOTUNE=0"
     if forced:
         return "a launch config is forced"
     if INTERPRET:
         return "Triton interpreter"
+    if setting not in ("1", "true", "on", "yes") and device is not None and torch.device(device).type == "cuda":
+        if torch.cuda.get_device_capability(device) in RULE_MEASURED_ON:
+            return "the rule is measured best on this GPU generation (VORTA_AUTOTUNE=1 tunes anyway)"
     return None
 
 
