@@ -9,5 +9,5 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-[ "${VORTA_SKIP_TESTS:-0}" = 1 ] || python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py tests/test_reference.py tests/test_custom_ops.py 2>&1 | grep -E "relative error|passed|failed|Error" | head -20
+[ "${VORTA_SKIP_TESTS:-0}" = 1 ] || python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py tests/test_reference.py tests/test_custom_ops.py tests/test_nonfinite.py tests/test_text_first.py tests/test_quant.py tests/test_autotune.py 2>&1 | grep -E "relative error|passed|failed|Error" | head -20
 python3 bench/kernel_bench.py "$@"

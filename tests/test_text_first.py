@@ -87,4 +87,6 @@ def test_text_first_matches_brute_force_from_positions(branches, branch):
             ref = masked_attention(qh[b], kh[b], vh[b], with_text_mask(video, T, valid[b], text_first=True)[None])
         got = out[b].transpose(0, 1).cpu().double()
         err = float((got - ref).norm() / ref.norm())
-        assert err < 1e-5, f"{branch} ({branches.name}) batch {b}: relative error {err:.2e}"
+        # fp32 dots: exact on the CPU (interpreter, PyTorch); a GPU's tensor cores take fp32 as TF32 (10-bit mantissa)
+        tol = 2e-3 if out.is_cuda and branches.name != "torch" else 1e-5
+        assert err < tol, f"{branch} ({branches.name}) batch {b}: relative error {err:.2e}"
