@@ -18,15 +18,21 @@ INT8_MAX: tl.constexpr = tl.constexpr(127.0)
 
 
 @triton.jit
-def _source_rows(PERM, TEXT_VALID, b, pos, video_len, kv_len, video_row0, text_row0, HAS_TEXT_VALID: tl.constexpr):
-    """Sequence row of each tile-order position and whether it is a real key (video, or valid text)."""
+def _block_rows(PERM, HEADS, TEXT_VALID, n_heads_sel, video_len, kv_len, video_row0, text_row0,
+                BLOCK: tl.constexpr, HAS_TEXT_VALID: tl.constexpr):
+    """This program's batch element, head and tile-order positions; each position's sequence row and whether it
+    is a position (``ok``) and a real key (``live``: video, or valid text)."""
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads_sel).to(tl.int64)
+    head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
+    pos = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = pos < kv_len
     is_video = pos < video_len
     src = tl.where(is_video, video_row0 + tl.load(PERM + pos, mask=is_video, other=0), text_row0 + pos - video_len)
     live = ok
     if HAS_TEXT_VALID:
         live = ok & (pos < video_len + tl.load(TEXT_VALID + b))
-    return src.to(tl.int64)[:, None], ok, live
+    return b, head, pos, src.to(tl.int64)[:, None], ok, live
 
 
 @triton.jit
@@ -34,18 +40,14 @@ def kv_stats_kernel(K, V, PERM, HEADS, TEXT_VALID, KSUM, KCNT, VMAX, skb, sks, s
                     n_heads_sel, video_len, kv_len, video_row0, text_row0,
                     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_TEXT_VALID: tl.constexpr):
     """Per block of positions: the sum and count of finite K values and the largest finite |V| per channel."""
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // n_heads_sel).to(tl.int64)
-    head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
-    pos = pid * BLOCK + tl.arange(0, BLOCK)
-    src, ok, live = _source_rows(PERM, TEXT_VALID, b, pos, video_len, kv_len, video_row0, text_row0, HAS_TEXT_VALID)
+    b, head, pos, src, ok, live = _block_rows(PERM, HEADS, TEXT_VALID, n_heads_sel, video_len, kv_len, video_row0,
+                                              text_row0, BLOCK, HAS_TEXT_VALID)
     d = tl.arange(0, HEAD_DIM)[None, :]
     k = tl.load(K + b * skb + head * skh + src * sks + d, mask=live[:, None], other=0.0).to(tl.float32)
     v = tl.load(V + b * svb + head * svh + src * svs + d, mask=live[:, None], other=0.0).to(tl.float32)
     k_ok = (tl.abs(k) < float("inf")) & live[:, None]  # false for NaN and inf
     v_ok = tl.abs(v) < float("inf")
-    out = (pid.to(tl.int64) * tl.num_programs(1) + pid_bh) * HEAD_DIM + tl.arange(0, HEAD_DIM)
+    out = (tl.program_id(0).to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * HEAD_DIM + tl.arange(0, HEAD_DIM)
     tl.store(KSUM + out, tl.sum(tl.where(k_ok, k, 0.0), 0))
     tl.store(KCNT + out, tl.sum(k_ok.to(tl.float32), 0))
     tl.store(VMAX + out, tl.max(tl.where(v_ok, tl.abs(v), 0.0), 0))
@@ -58,12 +60,9 @@ def kv_quant_gather_kernel(K, V, KQ, SK, VQ, PERM, HEADS, TEXT_VALID, KMEAN, VSC
                            BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_TEXT_VALID: tl.constexpr):
     """KQ[bh, pos] (int8) and SK[bh, pos] (fp32) for K, VQ[bh, :, pos] (fp8, rows of ``kv_pitch``) for V, at the
     tile-order positions of ``tile_gather_kernel``; padded text rows are written as zeros with scale 0."""
-    pid = tl.program_id(0)
+    b, head, pos, src, ok, live = _block_rows(PERM, HEADS, TEXT_VALID, n_heads_sel, video_len, kv_len, video_row0,
+                                              text_row0, BLOCK, HAS_TEXT_VALID)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // n_heads_sel).to(tl.int64)
-    head = tl.load(HEADS + pid_bh % n_heads_sel).to(tl.int64)
-    pos = pid * BLOCK + tl.arange(0, BLOCK)
-    src, ok, live = _source_rows(PERM, TEXT_VALID, b, pos, video_len, kv_len, video_row0, text_row0, HAS_TEXT_VALID)
     dd = tl.arange(0, HEAD_DIM)
     d = dd[None, :]
     stat = pid_bh.to(tl.int64) * HEAD_DIM + dd
