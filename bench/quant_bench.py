@@ -1,6 +1,6 @@
 """The 8-bit path of the sparse kernels against their bf16 path, same shapes, same run (GPU only).
 
-    python bench/quant_bench.py [--shapes i,j] [--sweep "BM,BN,warps,stages;..."] [--md out.md]
+    python bench/quant_bench.py [--shapes 0,5b,Hunyuan] [--sweep "BM,BN,warps,stages;..."] [--md out.md]
 
 Per shape and input kind it reports the speed of both paths (median of CUDA-event timed runs) and the 8-bit
 output's error against the bf16 kernel: per-head cosine similarity (min and mean over heads; SageAttention's
@@ -19,25 +19,23 @@ from typing import Dict, List
 
 import torch
 
-from comfyui_vorta.vorta.config import VortaConfig
-from comfyui_vorta.vorta.geometry import BucketLayout, TokenGrid, sliding_density
-from comfyui_vorta.vorta.routing import AttentionProblem
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/kbench
 
-SHAPES = [  # name, grid, heads, tile, text, text_valid, batch
-    ("Wan2.1-14B 720p 81f", (21, 45, 80), 40, (5, 9, 8), 0, None, 1),
-    ("Hunyuan 720p +text", (30, 45, 80), 24, (6, 9, 8), 256, 200, 1),
-    ("Wan2.2-5B 720p 121f", (31, 44, 80), 24, (4, 6, 8), 0, None, 1),
-    ("Wan-14B 480p 81f", (21, 30, 52), 40, (4, 6, 8), 0, None, 1),
-    ("Wan-14B 720p CFG batch 2", (21, 45, 80), 40, (5, 9, 8), 0, None, 2),
-]
+from kbench import shapes as shape_list  # noqa: E402
+from kbench.branches import problem  # noqa: E402
+from kbench.measure import bench, dense_flops, sliding_flops  # noqa: E402
+from kbench.shapes import HEAD_DIM, Shape  # noqa: E402
+
+DEFAULT_SHAPES = "Wan2.1-14B 720p,Wan2.2-5B,Hunyuan 720p +text"
 
 
-def video_like(B: int, grid, H: int, D: int, text: int, gen, bias: float = 0.0) -> torch.Tensor:
-    """[B, S, H, D]: a sum of low-frequency space-time modes (random D-vectors) + 10 % noise (+ a channel bias)."""
-    f, h, w = grid
+def video_like(s: Shape, gen, bias: float = 0.0) -> torch.Tensor:
+    """[B, S, H, D]: a sum of low-frequency space-time modes (random D-vectors) + 10 % noise (+ a channel bias);
+    the text rows (first or last, as the shape says) are plain noise."""
+    B, H, D = s.batch, s.heads, HEAD_DIM
     dev = gen.device
-    axes = [torch.linspace(0, 1, n, device=dev) for n in grid]
-    x = torch.zeros(B, f, h, w, H, D, device=dev)
+    axes = [torch.linspace(0, 1, n, device=dev) for n in s.grid]
+    x = torch.zeros(B, *s.grid, H, D, device=dev)
     for _ in range(6):
         freq = torch.rand(3, generator=gen, device=dev) * 3
         phase = torch.rand(3, generator=gen, device=dev) * 6.28
@@ -45,19 +43,20 @@ def video_like(B: int, grid, H: int, D: int, text: int, gen, bias: float = 0.0) 
                 * torch.cos(2 * math.pi * freq[1] * axes[1] + phase[1])[None, :, None]
                 * torch.cos(2 * math.pi * freq[2] * axes[2] + phase[2])[None, None, :])
         x += mode[None, :, :, :, None, None] * torch.randn(B, 1, 1, 1, H, D, generator=gen, device=dev)
-    x = x.reshape(B, f * h * w, H, D) / 6 ** 0.5 * 2.0
-    x = torch.cat([x, torch.randn(B, text, H, D, generator=gen, device=dev)], 1)
+    x = x.reshape(B, s.video, H, D) / 6 ** 0.5 * 2.0
+    text = torch.randn(B, s.text, H, D, generator=gen, device=dev)
+    x = torch.cat([text, x] if s.text_first else [x, text], 1)
     x += 0.3 * torch.randn(x.shape, generator=gen, device=dev)
     x += bias * torch.randn(1, 1, H, D, generator=gen, device=dev)
     return x.to(torch.bfloat16)
 
 
-def inputs(kind: str, B, grid, H, D, text, seed: int):
+def inputs(kind: str, s: Shape, seed: int):
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    L = math.prod(grid)
     if kind == "gauss":
-        return [torch.randn(B, L + text, H, D, generator=gen, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
-    return [video_like(B, grid, H, D, text, gen, bias=b) for b in (0.0, 4.0, 0.0)]
+        return [torch.randn(s.batch, s.seq, s.heads, HEAD_DIM, generator=gen, device="cuda", dtype=torch.bfloat16)
+                for _ in range(3)]
+    return [video_like(s, gen, bias=b) for b in (0.0, 4.0, 0.0)]
 
 
 def head_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,43 +65,33 @@ def head_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
-def bench(fn) -> float:
-    import triton
-
-    return float(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median"))
-
-
-def run(shape, kind: str, rows: List[Dict]) -> None:
+def run(s: Shape, kind: str, rows: List[Dict]) -> None:
+    from comfyui_vorta.vorta.config import VortaConfig
+    from comfyui_vorta.vorta.geometry import BucketLayout, TokenGrid
     from comfyui_vorta.vorta.kernels.launch import triton_coreset, triton_sliding
 
-    name, grid, H, tile, T, tv_n, B = shape
-    D = 128
-    g = TokenGrid(*grid)
-    L = g.numel
-    cfg = VortaConfig(tile=tile)
-    tv = torch.tensor([tv_n] * B) if tv_n is not None else None
-    q, k, v = inputs(kind, B, grid, H, D, T, seed=7)
-    heads = torch.arange(H, device="cuda")
-    live = slice(0, L + (tv_n if tv_n is not None else T))
-    for branch, fn, pairs in (
-            ("sliding", triton_sliding, sliding_density(g, tile, (3, 3, 3)) * L * L + L * (tv_n or T)),
-            ("coreset", triton_coreset, (BucketLayout(g, cfg.bucket, cfg.ratio).pooled_length + (tv_n or T)) ** 2)):
-        kv_from = "key" if "Hunyuan" in name else "query"
-        p = AttentionProblem(g, cfg, kv_from=kv_from, text_len=T, text_valid=tv)
+    cfg = VortaConfig(tile=s.tile)
+    q, k, v = inputs(kind, s, seed=7)
+    heads = torch.arange(s.heads, device="cuda")
+    text_rows = slice(0, s.text) if s.text_first else slice(s.video, s.seq)
+    live = torch.ones(s.seq, dtype=torch.bool, device="cuda")
+    live[text_rows] = torch.arange(s.text, device="cuda") < s.valid_text  # padded text rows are 0 by definition
+    pooled = BucketLayout(TokenGrid(*s.grid), cfg.bucket, cfg.ratio).pooled_length + s.valid_text
+    for branch, fn, flops in (("sliding", triton_sliding, sliding_flops(s)),
+                              ("coreset", triton_coreset, dense_flops(s, pooled))):
+        p = problem(s, "cuda", "key" if s.family == "hunyuan" else "query")
         outs = {}
         for quant in (False, True):
-            out = torch.full((B, L + T, H, D), float("nan"), device="cuda", dtype=torch.bfloat16)
+            out = torch.full((s.batch, s.seq, s.heads, HEAD_DIM), float("nan"), device="cuda", dtype=torch.bfloat16)
             fn(q, k, v, heads, out, p, quant=quant)
             torch.cuda.synchronize()
             outs[quant] = out
-            outs[(quant, "ms")] = bench(lambda: fn(q, k, v, heads, out, p, quant=quant))
+            outs[(quant, "ms")] = bench(lambda: fn(q, k, v, heads, out, p, quant=quant), rep_ms=150)
         a, b = outs[True][:, live], outs[False][:, live]
         cos = head_cosine(a, b)
-        flops = 4 * D * H * B * pairs
-        rows.append(dict(shape=name, kind=kind, branch=branch, bf16=outs[(False, "ms")], q8=outs[(True, "ms")],
-                         tflops8=flops / outs[(True, "ms")] / 1e9, tflops16=flops / outs[(False, "ms")] / 1e9,
-                         cos_min=float(cos.min()), cos_mean=float(cos.mean()),
-                         rel=float((a.float() - b.float()).norm() / b.float().norm()),
+        rows.append(dict(shape=s.name, kind=kind, branch=branch, bf16=outs[(False, "ms")], q8=outs[(True, "ms")],
+                         tflops8=flops / outs[(True, "ms")] / 1e9, cos_min=float(cos.min()),
+                         cos_mean=float(cos.mean()), rel=float((a.float() - b.float()).norm() / b.float().norm()),
                          finite=bool(torch.isfinite(a).all())))
         r = rows[-1]
         print(f"  {branch} {kind}: bf16 {r['bf16']:.2f} ms, 8-bit {r['q8']:.2f} ms ({r['bf16'] / r['q8']:.2f}x), "
@@ -111,32 +100,29 @@ def run(shape, kind: str, rows: List[Dict]) -> None:
     torch.cuda.empty_cache()
 
 
-def sweep(shape, configs: List[str]) -> None:
+def sweep(s: Shape, configs: List[str]) -> None:
     from comfyui_vorta.vorta.kernels.launch import triton_sliding
 
-    name, grid, H, tile, T, tv_n, B = shape
-    g = TokenGrid(*grid)
-    q, k, v = inputs("gauss", B, grid, H, 128, T, seed=3)
+    q, k, v = inputs("gauss", s, seed=3)
     out = torch.empty_like(q)
-    heads = torch.arange(H, device="cuda")
-    p = AttentionProblem(g, VortaConfig(tile=tile), text_len=T)
-    flops = 4 * 128 * H * B * (sliding_density(g, tile, (3, 3, 3)) * g.numel ** 2 + g.numel * T)
+    heads = torch.arange(s.heads, device="cuda")
+    p = problem(s, "cuda")
     for c in configs:
         os.environ["VORTA_STA_CONFIG"] = c
         for quant in (False, True):
+            what = f"sweep | {s.name} | {c} | {'8-bit' if quant else 'bf16'}"
             try:
-                ms = bench(lambda: triton_sliding(q, k, v, heads, out, p, quant=quant))
-                print(f"sweep | {name} | {c} | {'8-bit' if quant else 'bf16'} | {ms:.2f} ms | {flops / ms / 1e9:.0f} TFLOP/s",
-                      flush=True)
+                ms = bench(lambda: triton_sliding(q, k, v, heads, out, p, quant=quant), rep_ms=150)
+                print(f"{what} | {ms:.2f} ms | {sliding_flops(s) / ms / 1e9:.0f} TFLOP/s", flush=True)
             except Exception as e:  # report, do not hide
-                print(f"sweep | {name} | {c} | {'8-bit' if quant else 'bf16'} | failed: {type(e).__name__}: {str(e)[:160]}",
-                      flush=True)
+                print(f"{what} | failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
     os.environ.pop("VORTA_STA_CONFIG", None)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/quant_bench.py")
-    ap.add_argument("--shapes", help="comma-separated indices into the shape list")
+    ap.add_argument("--shapes", default=DEFAULT_SHAPES, help="indices or name substrings of bench/kbench/shapes.py "
+                    "(python bench/kernel_bench.py --list)")
     ap.add_argument("--kinds", default="video,gauss")
     ap.add_argument("--sweep", help="sliding configs to time on each shape, both paths: 'BM,BN,warps,stages[,tma];...'")
     ap.add_argument("--md")
@@ -146,7 +132,7 @@ def main(argv=None) -> int:
         return 2
     import triton
 
-    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = shape_list.select(args.shapes)
     if args.sweep:
         for s in shapes:
             sweep(s, args.sweep.split(";"))
@@ -154,7 +140,7 @@ def main(argv=None) -> int:
     rows: List[Dict] = []
     for s in shapes:
         for kind in args.kinds.split(","):
-            print(f"... {s[0]} ({kind})", flush=True)
+            print(f"... {s.name} ({kind})", flush=True)
             run(s, kind, rows)
     lines = [f"{datetime.date.today()} | {torch.cuda.get_device_name()} | torch {torch.__version__} | triton "
              f"{triton.__version__} | python {platform.python_version()} | `python bench/quant_bench.py "
