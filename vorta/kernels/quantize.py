@@ -18,6 +18,20 @@ INT8_MAX: tl.constexpr = tl.constexpr(127.0)
 
 
 @triton.jit
+def int8_rows(x, live):
+    """INT8 values and one fp32 scale per row of ``x`` [N, D] (fp32), rounding half away from zero (the
+    reference's ``quantize_rows_int8``): rows with ``live`` false become 0 with scale 0; a live row holding NaN or
+    inf gets scale NaN (its finite values are still quantized), so it stays non-finite downstream."""
+    finite = tl.abs(x) < float("inf")  # false for NaN and inf
+    x = tl.where(finite & live[:, None], x, 0.0)
+    amax = tl.max(tl.abs(x), 1)
+    bad = tl.sum((~finite & live[:, None]).to(tl.int32), 1) > 0
+    scale = tl.where(bad, float("nan"), amax / INT8_MAX)
+    x = x * tl.where(amax > 0, INT8_MAX / amax, 0.0)[:, None]  # a zero row stays zero
+    return tl.where(x >= 0, x + 0.5, x - 0.5).to(tl.int8), scale
+
+
+@triton.jit
 def _block_rows(PERM, HEADS, TEXT_VALID, n_heads_sel, video_len, kv_len, video_row0, text_row0,
                 BLOCK: tl.constexpr, HAS_TEXT_VALID: tl.constexpr):
     """This program's batch element, head and tile-order positions; each position's sequence row and whether it
@@ -67,15 +81,7 @@ def kv_quant_gather_kernel(K, V, KQ, SK, VQ, PERM, HEADS, TEXT_VALID, KMEAN, VSC
     d = dd[None, :]
     stat = pid_bh.to(tl.int64) * HEAD_DIM + dd
     k = tl.load(K + b * skb + head * skh + src * sks + d, mask=live[:, None], other=0.0).to(tl.float32)
-    k = k - tl.load(KMEAN + stat)[None, :]
-    finite = tl.abs(k) < float("inf")  # false for NaN and inf
-    k = tl.where(finite & live[:, None], k, 0.0)
-    amax = tl.max(tl.abs(k), 1)
-    bad = tl.sum((~finite & live[:, None]).to(tl.int32), 1) > 0
-    scale = tl.where(bad, float("nan"), amax / INT8_MAX)  # a non-finite key row scores NaN, as it would dense
-    inv = tl.where(amax > 0, INT8_MAX / amax, 0.0)  # a zero row stays zero
-    kq = k * inv[:, None]
-    kq = tl.where(kq >= 0, kq + 0.5, kq - 0.5).to(tl.int8)  # round half away from zero
+    kq, scale = int8_rows(k - tl.load(KMEAN + stat)[None, :], live)  # a non-finite key row scores NaN, as dense
     row = pid_bh.to(tl.int64) * kv_len + pos
     tl.store(KQ + row[:, None] * HEAD_DIM + d, kq, mask=ok[:, None])
     tl.store(SK + row, scale, mask=ok)

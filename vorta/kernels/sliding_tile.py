@@ -37,6 +37,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .quantize import int8_rows
+
 
 @triton.jit
 def tile_gather_kernel(K, V, KT, VT, PERM, HEADS, TEXT_VALID, skb, sks, skh, svb, svs, svh,
@@ -258,17 +260,9 @@ def sliding_tile_fwd_kernel(
         n_video = tl.where(ta * TF + (ROW_LO + q_block * BLOCK_M) // (TH * TW) < GF, n_video, 0)
     q = tl.load(Q + b * sqb + head * sqh + q_idx * sqs + d[None, :], mask=q_live[:, None], other=0.0)
     if QUANT:  # INT8 with one scale per query row (a non-finite row's scale is NaN: the row stays NaN)
-        qf = q.to(tl.float32) * qk_scale
-        q_finite = tl.abs(qf) < float("inf")
-        qf = tl.where(q_finite, qf, 0.0)
-        q_amax = tl.max(tl.abs(qf), 1)
-        q_bad = tl.sum((~q_finite).to(tl.int32), 1) > 0
-        sq = tl.where(q_bad, float("nan"), q_amax / 127.0)
-        qf = qf * tl.where(q_amax > 0, 127.0 / q_amax, 0.0)[:, None]
-        q = tl.where(qf >= 0, qf + 0.5, qf - 0.5).to(tl.int8)
+        q, sq = int8_rows(q.to(tl.float32) * qk_scale, q_live)
     else:
         q = (q * qk_scale).to(q.dtype)
-        sq = qk_scale
 
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: an all-masked block leaves the state intact
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
