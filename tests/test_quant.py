@@ -10,8 +10,7 @@ import torch
 from comfyui_vorta.vorta import reference
 from comfyui_vorta.vorta.config import VortaConfig
 from comfyui_vorta.vorta.geometry import TokenGrid
-from comfyui_vorta.vorta.quantization import (dequantized_attention_inputs, key_mean, quantize_keys,
-                                              quantize_rows_int8, quantize_values)
+from comfyui_vorta.vorta.quantization import key_mean, quantize_keys, quantize_rows_int8, quantize_values
 from comfyui_vorta.vorta.routing import AttentionProblem
 
 CUDA = torch.cuda.is_available()

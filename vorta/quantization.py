@@ -65,13 +65,3 @@ def quantize_values(v: torch.Tensor, live: Optional[torch.Tensor] = None) -> Tup
         x = torch.where(live[..., None], x, 0.0)
     return x.to(torch.float8_e4m3fn), s
 
-
-def dequantized_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                 live: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
-    """q, k, v [..., n, D] as the 8-bit kernels see them, back in fp32 (k smoothed: same attention as k).  Attention
-    on these differs from the kernels' only by the FP8 rounding of the softmax weights."""
-    scale = q.shape[-1] ** -0.5
-    q8, sq = quantize_rows_int8(q.float() * scale)
-    k8, sk = quantize_keys(k, live)
-    v8, sv = quantize_values(v, live)
-    return (q8.float() * sq[..., None] / scale, k8.float() * sk[..., None], v8.float() * sv[..., None, :])

@@ -214,7 +214,7 @@ def apply_vorta(model, settings: Settings, bundle: Optional[RouterBundle] = None
         if bad:
             raise ValueError(f"dense blocks {bad} do not exist: this {adapter.family} model has {adapter.num_layers} "
                              f"routed layers (0..{adapter.num_layers - 1})")
-    if settings.backend in ("triton", "triton-8bit"):
+    if settings.backend not in ("auto", "torch"):
         reason = backend_unavailable_reason(settings.backend)
         if reason is not None:
             raise RuntimeError(f"kernel backend {settings.backend!r} is unavailable: {reason}. Use 'auto' or 'torch'.")

@@ -1,6 +1,7 @@
 """8-bit K/V for the sparse kernels: statistics and the quantizing tile-order gather.
 
-Equals ``vorta.quantization.quantize_kv`` (the PyTorch reference).  Per (batch, routed head):
+Equals the PyTorch reference ``vorta.quantization`` (``quantize_keys``, ``quantize_values``; ``quantize_rows_int8``
+for ``int8_rows``).  Per (batch, routed head):
 * K is smoothed (the mean key over the video and valid text rows is subtracted: every score of a query moves by
   the same amount, so softmax is unchanged) and quantized to INT8 with one scale per key row;
 * V is quantized to FP8 (e4m3) with one scale per channel and stored transposed ([D, keys], keys contiguous):

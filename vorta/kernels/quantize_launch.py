@@ -23,7 +23,7 @@ class KVCopy(NamedTuple):
 def quantize_kv(k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor, perm: torch.Tensor, text_valid: torch.Tensor,
                 has_text_valid: bool, video_len: int, text_len: int, video_row0: int, text_row0: int) -> KVCopy:
     """8-bit tile-ordered copies of the routed heads' K/V (video in ``perm`` order, then text); equals
-    ``vorta.quantization.quantize_kv``."""
+    ``vorta.quantization.quantize_keys`` / ``quantize_values`` on the same rows (tests/test_quant.py)."""
     from .quantize import kv_quant_gather_kernel, kv_stats_kernel
 
     B, S, H, D = k.shape
