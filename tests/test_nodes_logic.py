@@ -140,8 +140,12 @@ def test_run_stats_summary_logs_each_fallback_once(caplog):
     assert sum("extra reference tokens" in r.message for r in caplog.records) == 1
     line = st.summary()
     assert "heads full" in line and "(x2)" in line and "FLOPs saved" in line and "\n" not in line
+    st.skipped_calls = 3  # calls a cache beneath VORTA's wrapper answered: named, never counted as run
+    assert "in 2 model calls (3 more skipped by a cache)" in st.summary()
     st.reset()
     assert "no self-attention call" in st.summary()
+    st.skipped_calls = 3
+    assert "in 3 model calls" in st.summary()
 
 
 @pytest.mark.parametrize("text_first", [False, True], ids=["video-text", "text-video"])

@@ -120,6 +120,7 @@ class Oracle:
         self.calls = 0  # self-attention calls in the current model call (the layer index)
         self.checked = 0
         self.ids = None  # HunyuanVideo: the last position ids ComfyUI computed
+        self.x_shape = None  # the latent x of the model call in flight, as ComfyUI passed it
 
     def new_model_call(self):
         self.calls = 0
@@ -167,6 +168,7 @@ def install_oracle(model, oracle: Oracle, hunyuan_double: int = 0):
 
     def wrapper(executor, *args, **kwargs):
         oracle.new_model_call()
+        oracle.x_shape = tuple(args[0].shape)
         return executor(*args, **kwargs)
 
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "vorta_oracle", wrapper)

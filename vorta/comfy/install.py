@@ -53,6 +53,7 @@ class VortaPatch:
         # then run at ComfyUI start-up when the nodes are imported.  ``attention`` is looked up per call, so a
         # test or a later patch can wrap it.
         self.call_state = torch.compiler.disable(self._call_state)
+        self.count_model_call = torch.compiler.disable(self._count_model_call)
         self.attention = ours(torch.compiler.disable(self._attention))
 
     @property
@@ -143,7 +144,6 @@ class VortaPatch:
     def diffusion_model_wrapper(self, executor, *args, **kwargs):
         dm = executor.class_obj
         opts = args[-1] if args and isinstance(args[-1], dict) else kwargs.get("transformer_options")
-        self.stats.model_calls += 1
         state = None
         try:
             state = self.call_state(dm, args, kwargs, opts or {})
@@ -161,6 +161,15 @@ class VortaPatch:
             return executor(*args, **kwargs)
         finally:
             self._local.state = previous
+            self.count_model_call(state)
+
+    def _count_model_call(self, state: CallState) -> None:
+        """Count the call as run only if its self-attention ran: wrappers beneath ours may return a cached output
+        without running the model (EasyCache applied after Apply VORTA), and the summary must not claim those."""
+        if state.attention_calls:
+            self.stats.model_calls += 1
+        else:
+            self.stats.skipped_calls += 1
 
     def _call_state(self, dm, args, kwargs, opts) -> CallState:
         """Layout, problem and decisions of one model call (``_forward``'s arguments); run as ``call_state``,

@@ -41,6 +41,7 @@ class CallState:
     step: StepState
     t: float = 0.0  # the model timestep (sigma * 1000 for flow models) the decisions were made for
     sigma: float = 0.0
+    attention_calls: int = 0  # tagged self-attention calls of this model call that reached the override
 
 
 def is_ours(fn) -> bool:
@@ -94,6 +95,8 @@ class CallRouter:
         if tag is None:
             return delegate(*args, **kwargs)
         state: Optional[CallState] = opts.get(STATE)
+        if state is not None:  # the model really ran (a cache beneath the model wrapper may skip it)
+            state.attention_calls += 1
         q, k, v = args[0], args[1], args[2]
         heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
         if state is None:

@@ -18,7 +18,8 @@ class RunStats:
     flops: float = 0.0
     dense_flops: float = 0.0
     routed_calls: int = 0
-    model_calls: int = 0
+    model_calls: int = 0  # model calls whose self-attention ran
+    skipped_calls: int = 0  # model calls that returned without running self-attention (e.g. EasyCache reused an output)
     fallbacks: Dict[str, int] = field(default_factory=dict)
     core_sparse_exact: int = 0  # routed calls whose full heads stepped over core's "Model Sparse Attention"
     core_sparse_kept: int = 0  # calls VORTA did not route, left to core's "Model Sparse Attention"
@@ -28,7 +29,7 @@ class RunStats:
     def reset(self) -> None:
         self.heads = [0, 0, 0]
         self.flops = self.dense_flops = 0.0
-        self.routed_calls = self.model_calls = 0
+        self.routed_calls = self.model_calls = self.skipped_calls = 0
         self.fallbacks = {}
         self.core_sparse_exact = self.core_sparse_kept = 0
         for r in self.reporters:
@@ -58,13 +59,14 @@ class RunStats:
 
     def summary(self, prefix: str = "VORTA") -> str:
         if not self.routed_calls and not self.fallbacks:
-            return (f"{prefix}: no self-attention call reached VORTA in {self.model_calls} model calls "
-                    "(steps skipped by a cache, or another patch replaced the attention blocks)")
+            return (f"{prefix}: no self-attention call reached VORTA in {self.model_calls + self.skipped_calls} "
+                    "model calls (steps skipped by a cache, or another patch replaced the attention blocks)")
         s = self.shares()
         saved = 1.0 - self.flops / self.dense_flops if self.dense_flops else 0.0
+        skipped = f" ({self.skipped_calls} more skipped by a cache)" if self.skipped_calls else ""
         line = (f"{prefix}: heads full {s[0]:.0%} / coreset {s[1]:.0%} / sliding {s[2]:.0%} over "
-                f"{self.routed_calls} attention calls in {self.model_calls} model calls; attention FLOPs saved "
-                f"{saved:.0%}")
+                f"{self.routed_calls} attention calls in {self.model_calls} model calls{skipped}; attention FLOPs "
+                f"saved {saved:.0%}")
         if self.fallbacks:
             line += "; dense fallbacks: " + "; ".join(f"{r} (x{n})" for r, n in self.fallbacks.items())
         else:
