@@ -15,7 +15,6 @@ import inspect
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from typing import Dict, List, Tuple
@@ -105,5 +104,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -55,6 +55,17 @@ def problem(s: Shape, dev, kv_from: str = "query") -> AttentionProblem:
                             text_valid=tv, text_first=s.text_first)
 
 
+def _first_run(fn: Callable, args: tuple, row: Dict, what: str) -> bool:
+    """The branch's first call (compiles, picks its launch config); a failure is recorded in ``row``, not raised."""
+    try:
+        fn(*args)
+        torch.cuda.synchronize()
+        return True
+    except Exception as e:
+        row["failed"] = report_failure(what, e)
+        return False
+
+
 def run_sliding(s: Shape, dev, precision: str, fn: Callable, quick: bool, flex_on: bool) -> Dict:
     """One sliding row: correctness on two heads at full size, then ours timed three times between baselines."""
     from .flex import flex_sliding
@@ -69,11 +80,7 @@ def run_sliding(s: Shape, dev, precision: str, fn: Callable, quick: bool, flex_o
     qs, ks, vs = (x.transpose(1, 2) for x in (q, k, v))  # Hunyuan-style strided [B, S, H, D] view, no copy
     heads = torch.arange(H, device=dev)
     out = torch.full((B, S, H, D), float("nan"), device=dev, dtype=torch.bfloat16)
-    try:
-        fn(qs, ks, vs, heads, out, p)
-        torch.cuda.synchronize()
-    except Exception as e:
-        row["failed"] = report_failure(f"sliding {precision} {s.name}", e)
+    if not _first_run(fn, (qs, ks, vs, heads, out, p), row, f"sliding {precision} {s.name}"):
         return row
     chk = [0, H - 1]
     ref = reference.sliding_tile_attention(q[:, chk], k[:, chk], v[:, chk], g, s.tile, (3, 3, 3), s.text,
@@ -118,11 +125,7 @@ def run_coreset(s: Shape, dev, precision: str, fn: Callable, quick: bool) -> Dic
     qs, ks, vs = (t.view(B, S, H, D) for t in x)  # Wan-style layout
     heads = torch.arange(H, device=dev)
     out = torch.full((B, S, H, D), float("nan"), device=dev, dtype=torch.bfloat16)
-    try:
-        fn(qs, ks, vs, heads, out, p)
-        torch.cuda.synchronize()
-    except Exception as e:
-        row["failed"] = report_failure(f"coreset {precision} {s.name}", e)
+    if not _first_run(fn, (qs, ks, vs, heads, out, p), row, f"coreset {precision} {s.name}"):
         return row
     chk = [0, H - 1]
     qh, kh, vh = (t.transpose(1, 2) for t in (qs, ks, vs))
