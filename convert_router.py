@@ -1,6 +1,8 @@
 """Convert an official VORTA router.pt to .safetensors, from any install (Manager, comfy-cli, git, pip):
 
-    python custom_nodes/ComfyUI-VORTA/convert_router.py path/to/router.pt models/vorta/wan2.1-t2v-14b.safetensors
+    python custom_nodes/<pack folder>/convert_router.py path/to/router.pt models/vorta/wan2.1-t2v-14b.safetensors
+
+(<pack folder>: ``comfyui-vorta`` from ComfyUI Manager or comfy-cli, ``ComfyUI-VORTA`` from git clone.)
 
 Optional: VORTA Router Loader reads the official router.pt as it is.  The pack's folder is loaded as a package
 under a private name, as ComfyUI loads it, so nothing has to be installed or on PYTHONPATH.

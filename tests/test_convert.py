@@ -143,7 +143,7 @@ def test_a_bug_still_shows_its_traceback(tmp_path, router_pt, monkeypatch):
 
 
 def test_convert_router_script_runs_from_any_install(tmp_path, router_pt):
-    """`python custom_nodes/ComfyUI-VORTA/convert_router.py` from the ComfyUI folder, with nothing installed and
+    """`python custom_nodes/<pack folder>/convert_router.py` from the ComfyUI folder, with nothing installed and
     nothing on PYTHONPATH (Manager, comfy-cli and git installs): converts, and reports a mistake in one line."""
     script = pathlib.Path(__file__).resolve().parents[1] / "convert_router.py"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -5,7 +5,9 @@ and what to do; none may load (a NaN router quietly sends its heads to full atte
 """
 import json
 import os
+import pathlib
 import pickle
+import re
 import struct
 
 import pytest
@@ -14,6 +16,7 @@ from safetensors.torch import save_file
 
 from comfyui_vorta.vorta.comfy import folders
 from comfyui_vorta.vorta.comfy.loading import load_bundle
+from comfyui_vorta.vorta import router_files
 from comfyui_vorta.vorta.config import PRESETS, VortaConfig
 from comfyui_vorta.vorta.convert import main as convert_main
 from comfyui_vorta.vorta.router import make_random_routers, official_layer_names, router_input
@@ -186,7 +189,9 @@ def folder(tmp):
 
 AGAIN = "download or convert it again"
 OFFICIAL = r"use the official router\.pt \(Hugging Face Wenhao-Sun/VORTA"
-CONVERT = r"use the official router\.pt as it is, or convert it again with `convert_router\.py` in the pack's folder"
+# the hint names this install's own converter (Manager/comfy-cli and git put the pack in differently named folders)
+CONVERT_SCRIPT = pathlib.Path(os.path.abspath(router_files.__file__)).parents[1] / "convert_router.py"
+CONVERT = re.escape(f"use the official router.pt as it is, or convert it again (`python {CONVERT_SCRIPT} router.pt")
 CONFIG = r"fix it, or remove it to use the official settings"
 NAN = r"NaN/inf values \(those heads would silently run full attention\)"
 
@@ -296,6 +301,11 @@ def _plain_safetensors(tmp):
     path = tmp / "plain.safetensors"
     save_file({k: v.contiguous() for k, v in official_state().items()}, path)
     return path, path
+
+
+def test_convert_hint_names_this_installs_converter():
+    """The hint's command runs as shown: the script it names exists, whatever the pack's folder is called."""
+    assert CONVERT_SCRIPT.is_file() and CONVERT_SCRIPT.parent.joinpath("__init__.py").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the plain-pickle row

@@ -1,6 +1,6 @@
 """Convert an official VORTA ``router.pt`` to our ``.safetensors`` format (optional: the loader reads router.pt as it is).
 
-    python custom_nodes/ComfyUI-VORTA/convert_router.py wan-14B/train/ckpt/step-000100/router.pt \
+    python custom_nodes/<pack folder>/convert_router.py wan-14B/train/ckpt/step-000100/router.pt \
         models/vorta/wan2.1-t2v-14b.safetensors
 
 (``convert_router.py`` in the pack's folder runs this from any install.)  The training settings come from the

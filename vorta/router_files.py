@@ -31,8 +31,10 @@ _KEY = re.compile(r"^(blocks|transformer_blocks|single_transformer_blocks)\.(\d+
 _AGAIN = "download or convert it again"
 _OFFICIAL = ("use the official router.pt (Hugging Face Wenhao-Sun/VORTA, <model>/train/ckpt/step-000100/router.pt) "
              "or a .safetensors converted from it")
-_CONVERT = ("use the official router.pt as it is, or convert it again with `convert_router.py` in the pack's folder "
-            "(`python custom_nodes/ComfyUI-VORTA/convert_router.py router.pt out.safetensors`)")
+# the converter script of this install, wherever ComfyUI Manager, comfy-cli or git put the pack's folder
+_CONVERT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "convert_router.py")
+_CONVERT = ("use the official router.pt as it is, or convert it again "
+            f"(`python {_CONVERT_SCRIPT} router.pt out.safetensors`)")
 _CONFIG_HINT = ("this file is read for the router's tile/window/bucket settings; fix it, "
                 "or remove it to use the official settings for the router's model")
 
