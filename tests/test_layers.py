@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHIPPED = ["__init__.py", "nodes", "vorta"]
+SHIPPED = ["__init__.py", "convert_router.py", "nodes", "vorta"]
 COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "comfyui_version", "server", "execution"}
 DEV_FOLDERS = {"bench", "tools", "tests"}
 

@@ -22,9 +22,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "example_workflows"
 THUMB_SIZE = (512, 384)
 
-
-
-from comfyui_vorta.vorta.comfy.setting_specs import APPLY, CALIBRATE, GEOMETRY  # noqa: E402
+from comfyui_vorta.vorta.comfy.setting_specs import APPLY, CALIBRATE, DEFAULTS, GEOMETRY  # noqa: E402
+from comfyui_vorta.vorta.comfy.settings import describe_config  # noqa: E402
+from comfyui_vorta.vorta.config import PRESETS  # noqa: E402
 
 
 def widget_values(specs, changes: Dict[str, object]) -> list:
@@ -279,6 +279,19 @@ WAN13_T2V_480P = dict(model="Wan2.1 T2V 1.3B", unet=WAN13, clip_node="CLIPLoader
                       clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,), vae=WAN21_VAE, latent_node="EmptyHunyuanLatentVideo", size=(832, 480, 81),
                       shift=8.0, steps=30, cfg=6.0)
 
+SCHEDULE_START = 0.1  # start_percent of the schedule workflows: full attention for the first steps
+WAN22_SWITCH = 0.4  # the 5B workflow's coreset-to-sliding switch (VORTA Settings)
+
+
+def _geometry(preset: str) -> str:
+    """A preset's geometry as the notes show it, read from the preset itself."""
+    return describe_config(PRESETS[preset].config)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}".replace("%", " %")
+
+
 _DOWNLOADS = ("ComfyUI offers the missing files for download when the workflow opens (a browser download lands "
               "in your downloads folder: move it to the folder named here).")
 _ROUTER_NOTE = ("The official router is `router.pt` in the Hugging Face repository Wenhao-Sun/VORTA ({folder}/train/"
@@ -302,8 +315,8 @@ WORKFLOWS: List[Workflow] = [
             "### Files\n" + _files(WAN14_ROUTER, ModelFile("wan2.1_t2v_14B_bf16.safetensors", "diffusion_models", ""),
                                    UMT5, WAN21_VAE),
             _DOWNLOADS, _ROUTER_NOTE.format(folder="wan-14B"),
-            "### Settings\nMode `auto` uses the router because one is connected, with the tile, window and bucket "
-            "it was trained with (5x9x8, 3x3x3, 2x3x2).", _PREVIEW, _SPEED])),
+            "### Settings\nMode `auto` uses the router because one is connected, with the settings it was trained "
+            f"with ({_geometry('wan2.1-14b-720p')}).", _PREVIEW, _SPEED])),
     Workflow(
         name="VORTA HunyuanVideo router", model="HunyuanVideo T2V", mode_line="learned router, 720p",
         unet=ModelFile("hunyuan_video_t2v_720p_bf16.safetensors", "diffusion_models",
@@ -324,20 +337,21 @@ WORKFLOWS: List[Workflow] = [
                                    ModelFile("llava_llama3_fp8_scaled.safetensors", "text_encoders", ""),
                                    ModelFile("hunyuan_video_vae_bf16.safetensors", "vae", "")),
             _DOWNLOADS, _ROUTER_NOTE.format(folder="hunyuan"),
-            "### Settings\nMode `auto` uses the router with its training settings (tile 6x9x8, window 3x3x3, bucket "
-            "2x3x2). Text tokens stay global. `dense_blocks` counts the 20 double blocks first (0-19), then the "
+            f"### Settings\nMode `auto` uses the router with its training settings ({_geometry('hunyuan-720p')}). "
+            "Text tokens stay global. `dense_blocks` counts the 20 double blocks first (0-19), then the "
             "single blocks (20-59).", _PREVIEW, _SPEED])),
     Workflow(
         name="VORTA Wan2.1 1.3B schedule", mode_line="training-free schedule, 480p", **WAN13_T2V_480P,
-        apply={"start_percent": 0.1},
+        apply={"start_percent": SCHEDULE_START},
         note="\n\n".join([
             "## VORTA on Wan2.1 T2V 1.3B\nNo router was released for this model: the training-free schedule.",
             "### Files\n" + _files(WAN13, UMT5, WAN21_VAE),
             _DOWNLOADS,
             "### Settings\nMode `auto` runs the schedule because no router is connected: full attention for the "
-            "first 10 % of the steps (`start_percent`), coreset attention until `switch_percent` (50 %), sliding "
-            "tile after. The geometry is the preset for the detected model (wan2.1-1.3b-480p, tile 4x6x8). Compare "
-            "with mode `full` to judge quality.", _PREVIEW])),
+            f"first {_pct(SCHEDULE_START)} of the steps (`start_percent`), coreset attention until `switch_percent` "
+            f"({_pct(DEFAULTS['switch_percent'])}), sliding tile after. The geometry is the preset for the detected "
+            f"model (wan2.1-1.3b-480p: {_geometry('wan2.1-1.3b-480p')}). Compare with mode `full` to judge quality.",
+            _PREVIEW])),
     Workflow(
         name="VORTA Wan2.2 5B schedule", model="Wan2.2 TI2V 5B",
         mode_line="training-free schedule, 720p",
@@ -346,17 +360,18 @@ WORKFLOWS: List[Workflow] = [
         clip_node="CLIPLoader", clip_widgets=(UMT5.name, "wan", "default"), clips=(UMT5,),
         vae=ModelFile("wan2.2_vae.safetensors", "vae", f"{WAN22}/vae/wan2.2_vae.safetensors"),
         latent_node="Wan22ImageToVideoLatent", size=(1280, 704, 121), shift=8.0, steps=20, cfg=5.0, fps=24,
-        apply={"start_percent": 0.1}, settings={"preset": "wan2.2-5b-720p", "switch_percent": 0.4},
+        apply={"start_percent": SCHEDULE_START}, settings={"preset": "wan2.2-5b-720p", "switch_percent": WAN22_SWITCH},
         note="\n\n".join([
             "## VORTA on Wan2.2 TI2V 5B\nText to video with the 5B model; no router was released for it, so the "
             "training-free schedule runs.",
             "### Files\n" + _files(ModelFile("wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models", ""), UMT5,
                                    ModelFile("wan2.2_vae.safetensors", "vae", "")),
             _DOWNLOADS,
-            "### Settings\nMode `auto` runs the schedule: full attention for the first 10 % of the steps, coreset "
-            "until 40 %, sliding tile after. **VORTA Settings** picks the geometry (preset wan2.2-5b-720p: tile "
-            "4x6x8 on the 31x22x40 token grid) and the coreset-to-sliding switch; without it Apply VORTA uses the "
-            "preset for the detected model. For image to video, connect a start image to the latent node.",
+            f"### Settings\nMode `auto` runs the schedule: full attention for the first {_pct(SCHEDULE_START)} of "
+            f"the steps, coreset until {_pct(WAN22_SWITCH)}, sliding tile after. **VORTA Settings** picks the geometry "
+            f"(preset wan2.2-5b-720p: {_geometry('wan2.2-5b-720p')} on the "
+            f"{'x'.join(map(str, PRESETS['wan2.2-5b-720p'].latent_grid))} token grid) and the coreset-to-sliding "
+            "switch; without it Apply VORTA uses the preset for the detected model. For image to video, connect a start image to the latent node.",
             _PREVIEW])),
     Workflow(
         name="VORTA Wan2.1 1.3B calibrate", mode_line="calibrate, then generate, 480p", **WAN13_T2V_480P,

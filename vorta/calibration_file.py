@@ -28,7 +28,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .router import RouterSet
+from .router import OFFICIAL_TAU_SPARSE, RouterSet
 from .router_files import RouterFileError
 from .timestep import router_input
 
@@ -105,7 +105,7 @@ class CalibrationInfo:
                                   "again with VORTA Calibrate Router") from None
 
 
-def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp, tau_sparse: float = 0.3,
+def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp, tau_sparse: float = OFFICIAL_TAU_SPARSE,
                      device=None) -> float:
     """Share of the recorded (step, layer, head) decisions these routers make on *this* model's time embedding.
 

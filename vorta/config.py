@@ -1,7 +1,7 @@
 """Sparse-attention settings (tile, window, bucket, ratio) and the presets per model and resolution."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 from .geometry import Triple, as_triple
@@ -31,12 +31,6 @@ class VortaConfig:
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"coreset ratio must be in [0, 1), got {self.ratio}")
 
-    def with_(self, **changes) -> "VortaConfig":
-        return replace(self, **changes)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -45,22 +39,21 @@ class Preset:
     description: str
     config: VortaConfig
     latent_grid: Optional[Triple]  # the grid the settings were chosen for (official: trained on)
-    official: bool  # True where the paper's released routers were trained with exactly these settings
 
 
 PRESETS: Dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("wan2.1-14b-720p", "wan", "Wan2.1-T2V-14B 720p: the official router's training settings",
-               VortaConfig(tile=(5, 9, 8)), (20, 45, 80), True),
+               VortaConfig(), (20, 45, 80)),  # the VortaConfig defaults
         Preset("hunyuan-720p", "hunyuan", "HunyuanVideo 720p: the official router's training settings",
-               VortaConfig(tile=(6, 9, 8)), (30, 45, 80), True),
+               VortaConfig(tile=(6, 9, 8)), (30, 45, 80)),
         # No official choice exists for these; tiles are chosen so the 3x3x3 window covers about the same
         # share of the grid as the 14B/720p setting (13-17 %) and tiles stay near 200-400 tokens.
         Preset("wan2.1-1.3b-480p", "wan", "Wan2.1 1.3B 480p (grid 21x30x52): ours, no official setting",
-               VortaConfig(tile=(4, 6, 8)), (21, 30, 52), False),
+               VortaConfig(tile=(4, 6, 8)), (21, 30, 52)),
         Preset("wan2.2-5b-720p", "wan", "Wan2.2 TI2V-5B 720p (grid 31x22x40): ours, no official setting",
-               VortaConfig(tile=(4, 6, 8)), (31, 22, 40), False),
+               VortaConfig(tile=(4, 6, 8)), (31, 22, 40)),
     )
 }
 

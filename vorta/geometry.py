@@ -29,15 +29,10 @@ Triple = Tuple[int, int, int]
 
 def blocks_per_axis(grid: "TokenGrid", size: Triple) -> Triple:
     """How many blocks (tiles or buckets) of ``size`` cover ``grid`` per axis, the last one partial."""
-    return tuple(_ceil_div(n, b) for n, b in zip(grid.shape, size))  # type: ignore
+    return tuple(ceil_div(n, b) for n, b in zip(grid.shape, size))  # type: ignore
 
 
-def divides(grid: "TokenGrid", size: Triple) -> bool:
-    """Blocks of ``size`` tile ``grid`` exactly (the official code's only case)."""
-    return all(n % b == 0 for n, b in zip(grid.shape, size))
-
-
-def _ceil_div(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -85,7 +80,7 @@ def grid_from_latent(latent_shape, patch_size=(1, 2, 2)) -> TokenGrid:
     """Token grid of a latent (T, H, W) after a patchify that pads up (ComfyUI pads to the patch size)."""
     t, h, w = latent_shape
     pt, ph, pw = patch_size
-    return TokenGrid(_ceil_div(t, pt), _ceil_div(h, ph), _ceil_div(w, pw))
+    return TokenGrid(ceil_div(t, pt), ceil_div(h, ph), ceil_div(w, pw))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,10 +106,6 @@ class TileLayout:
     def tile_tokens(self) -> int:
         return math.prod(self.tile)
 
-    @property
-    def divisible(self) -> bool:
-        return divides(self.grid, self.tile)
-
     def token_tile(self) -> torch.Tensor:
         """(L,) tile index (raster over the tile grid) of each raster-order token."""
         c = self.grid.coords()
@@ -133,11 +124,6 @@ class TileLayout:
         key = self.token_tile() * self.tile_tokens + local
         return torch.argsort(key, stable=True)
 
-    def inverse_permutation(self) -> torch.Tensor:
-        perm = self.permutation()
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel())
-        return inv
 
     def tile_token_index(self) -> torch.Tensor:
         """(num_tiles, tile_tokens) raster index of each slot of each tile, -1 for padded slots of partial
@@ -213,14 +199,6 @@ class BucketLayout:
     @property
     def num_buckets(self) -> int:
         return math.prod(self.bucket_grid)
-
-    @property
-    def bucket_tokens(self) -> int:
-        return math.prod(self.bucket)
-
-    @property
-    def divisible(self) -> bool:
-        return divides(self.grid, self.bucket)
 
     def members(self) -> torch.Tensor:
         """(G, |bucket|) raster token index of each bucket slot in local raster order, -1 where a partial

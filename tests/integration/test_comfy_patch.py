@@ -1,6 +1,8 @@
 """Apply VORTA on tiny Wan / HunyuanVideo models loaded and sampled by real ComfyUI (CPU)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -158,7 +160,7 @@ def test_wan_i2v_and_vace_variants(harness, vorta_comfy):
     assert torch.isfinite(out).all()
     vace = [c for c in calls if c["tag"][0] == "vace"]
     assert vace and all(c["state"].step.vace_counts == [0, 0, 2] for c in vace)
-    problem = AttentionProblem(grid_from_latent(WAN[2:]), TINY.with_(bucket=(2, 3, 2)), kv_from="query")
+    problem = AttentionProblem(grid_from_latent(WAN[2:]), dataclasses.replace(TINY, bucket=(2, 3, 2)), kv_from="query")
     c = vace[0]
     torch.testing.assert_close(c["out"], routed_attention(c["q"], c["k"], c["v"], 2, torch.tensor([2, 2]), problem),
                                atol=2e-5, rtol=1e-4)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from ..geometry import TokenGrid, grid_from_latent
+from ..geometry import TokenGrid, ceil_div, grid_from_latent
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,6 @@ def resolve(dm, path: str):
     return m
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _tokens(x) -> int:
     return int(x.shape[1]) if x is not None and hasattr(x, "shape") and x.ndim >= 2 else 0
 
@@ -130,7 +126,7 @@ class WanAdapter:
         grid = grid_from_latent(tuple(x.shape[2:5]), self.patch_size)
         tdc = a.get("time_dim_concat")
         if tdc is not None and hasattr(tdc, "shape"):
-            grid = TokenGrid(grid.frames + _ceil_div(tdc.shape[2], pt), grid.height, grid.width)
+            grid = TokenGrid(grid.frames + ceil_div(tdc.shape[2], pt), grid.height, grid.width)
         why = None
         if a.get("context_latents") is not None:
             why = "Wan in-context reference latents (context_latents) add tokens outside the video grid"

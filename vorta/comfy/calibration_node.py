@@ -13,6 +13,7 @@ from .calibrate import calibrate
 from .calibrated_router import build_router, calibration_metadata, save_router
 from .calibration_report import report_image, report_text
 from .folders import router_folder
+from .settings import describe_config
 
 log = logging.getLogger("vorta")
 
@@ -40,11 +41,10 @@ def run_calibration(model, positive, negative, latent: dict, sigmas: torch.Tenso
     folder = folder or router_folder()
     path, note, bundle = save_router(result, run, meta, model, folder, filename)
     a, p, cal = run.adapter, run.problem, run.calibration
-    c = p.config
     header = [
         f"VORTA calibration: {bundle.routers.metadata.get('model')} ({a.family}, {a.num_layers} layers x {a.heads} "
-        f"heads), grid {'x'.join(map(str, p.grid.shape))}{f' + {p.text_len} text' if p.text_len else ''}, tile "
-        f"{c.tile} window {c.window} bucket {c.bucket} ratio {c.ratio}",
+        f"heads), grid {'x'.join(map(str, p.grid.shape))}{f' + {p.text_len} text' if p.text_len else ''}, "
+        f"{describe_config(p.config)}",
         f"run: sampler {meta['sampler']}, scheduler {meta['scheduler']}, {meta['steps']} steps, cfg {cfg:g}, shift "
         f"{meta['shift'] or '-'}; {cal.steps} timesteps measured (sigma {float(cal.sigma.max()):.4f} to "
         f"{float(cal.sigma.min()):.4f}, part of the schedule: {meta['expert']}) in {run.seconds:.1f} s",

@@ -9,7 +9,7 @@ import torch
 from ..calibration_rule import TradeoffPoint
 from ..calibration_table import Calibration
 from ..config import BRANCHES
-from .preview import render_table
+from .heatmap import render_table
 
 
 def step_stats(cal: Calibration, decisions: torch.Tensor) -> List[dict]:

@@ -161,5 +161,5 @@ def table_summary(table: torch.Tensor, flops_saved: Optional[float] = None, head
         lines.append(f"attention FLOPs: {1 - flops_saved:.1%} of dense ({flops_saved:.1%} saved)")
     for i in range(table.shape[0]):
         s = branch_shares(table[i])
-        lines.append(f"step {i}: " + " ".join(f"{n[0].upper()}{v:.0%}" for n, v in zip(BRANCHES, s)))
+        lines.append(f"step {i + 1}: " + " ".join(f"{n[0].upper()}{v:.0%}" for n, v in zip(BRANCHES, s)))
     return "\n".join(lines)

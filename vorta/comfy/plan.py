@@ -26,11 +26,6 @@ class RouterBundle:
     trained_with: VortaConfig
     name: str = ""
 
-    def describe(self) -> str:
-        r = self.routers
-        model = r.metadata.get("model") or r.family
-        return f"{self.name or 'router'}: {model}, {r.num_layers} layers x {r.heads} heads, dim {r.dim}"
-
 
 @dataclass
 class StepState:

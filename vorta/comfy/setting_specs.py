@@ -13,11 +13,14 @@ from typing import Dict, Optional, Tuple
 
 from ..calibrate import DEFAULT_FRACTION
 from ..config import PRESETS, VortaConfig
+from ..kernels import BACKENDS as KERNEL_BACKENDS
 from ..router import OFFICIAL_TAU_SPARSE
 
 MODES = ("auto", "router", "schedule", "full", "sliding", "coreset")
 PRESET_CHOICES = ("auto", "custom") + tuple(PRESETS)
-BACKENDS = ("auto", "triton", "torch")  # "triton-8bit" exists (select_branches) but is not offered: slower, see bench/results
+# the kernel backends offered in Apply VORTA: all but the 8-bit path (opt-in through the engine: slower on the H100,
+# bench/results/2026-11-24-quant-h100.md)
+BACKENDS = tuple(b for b in KERNEL_BACKENDS if b != "triton-8bit")
 _GEOMETRY_DEFAULT = VortaConfig()  # the official Wan2.1-14B training geometry, shown for preset 'custom'
 
 

@@ -94,8 +94,12 @@ def resolve_geometry(settings: Settings, family: str, grid: TokenGrid, dim: int,
 
 def describe_geometry(g: Geometry) -> str:
     """'preset wan2.1-1.3b-480p: tile 4x6x8 window 3x3x3 bucket 2x3x2 ratio 0.5'"""
-    c = g.config
-    return (f"{g.source}: tile {_x(c.tile)} window {_x(c.window)} bucket {_x(c.bucket)} ratio {c.ratio:g}")
+    return f"{g.source}: {describe_config(g.config)}"
+
+
+def describe_config(c: VortaConfig) -> str:
+    """'tile 4x6x8 window 3x3x3 bucket 2x3x2 ratio 0.5'"""
+    return f"tile {_x(c.tile)} window {_x(c.window)} bucket {_x(c.bucket)} ratio {c.ratio:g}"
 
 
 def _x(t: Sequence[int]) -> str:

@@ -39,6 +39,9 @@ def backend_unavailable_reason(backend: str, device=None) -> Optional[str]:
     return reason
 
 
+BACKENDS = ("auto", "triton", "triton-8bit", "torch")  # what select_branches accepts
+
+
 def select_branches(backend: str = "auto", device=None):
     """Branch implementations for ``vorta.routing.routed_attention``: 'auto', 'triton', 'triton-8bit' or 'torch'.
     'auto' runs the bf16 kernels: the 8-bit path is opt-in (its error depends on the model's activations)."""
@@ -46,8 +49,8 @@ def select_branches(backend: str = "auto", device=None):
 
     if backend == "torch":
         return REFERENCE_BRANCHES
-    if backend not in ("auto", "triton", "triton-8bit"):
-        raise ValueError(f"unknown kernel backend {backend!r}; expected 'auto', 'triton', 'triton-8bit' or 'torch'")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     reason = backend_unavailable_reason(backend, device)
     if reason is None:
         try:
