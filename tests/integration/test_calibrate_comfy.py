@@ -218,14 +218,19 @@ def test_audit_reports_the_measured_error_of_the_chosen_branches(harness, models
     assert "full mean 0.000" in find_patch(full).last_summary
 
 
-def test_apply_node_audit_input(pack, harness):
+@pytest.mark.parametrize("mode,branches", [("sliding", ["sliding"]), ("schedule", ["coreset", "sliding"])])
+def test_apply_node_audit_input(pack, harness, mode, branches):
+    """The audit reports for any routing, not only calibrated routers: a forced branch and the schedule."""
     apply = pack["VortaApply"]
     inputs = {i.id: i for i in apply.define_schema().inputs}
     assert inputs["audit_heads"].default == 0 and list(inputs)[-1] == "audit_heads"  # last: old workflows keep working
     defaults = {k: i.default for k, i in inputs.items() if getattr(i, "default", None) is not None}
     m = harness.load("wan_t2v")
-    patched = apply.execute(model=m, **{**defaults, "mode": "sliding", "audit_heads": 2}).result[0]
-    harness.sample(patched, LATENT, *conds(harness, "wan"), steps=2)
+    patched = apply.execute(model=m, **{**defaults, "mode": mode, "start_percent": 0.0, "audit_heads": 2}).result[0]
+    harness.sample(patched, LATENT, *conds(harness, "wan"), steps=4)
     from comfyui_vorta.vorta.comfy.install import find_patch
 
-    assert "error vs full attention of the chosen branch: sliding mean" in find_patch(patched).last_summary
+    summary = find_patch(patched).last_summary
+    assert "error vs full attention of the chosen branch: " in summary, summary
+    for branch in branches:
+        assert f"{branch} mean" in summary, summary
