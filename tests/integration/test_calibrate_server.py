@@ -19,6 +19,9 @@ CUSTOM = {"preset": "custom", "tile_t": 1, "tile_h": 2, "tile_w": 2, "window_t":
 CALIBRATE = {**CUSTOM, "max_error": 0.5, "filename": "calibrated/server_wan", "sample_fraction": 0.25}
 
 
+TINY = {"wan": "tiny_wan_t2v.safetensors", "hunyuan": "tiny_hunyuan.safetensors"}  # in models/diffusion_models
+
+
 def _apply_defaults():
     from comfyui_vorta.vorta.comfy.setting_specs import APPLY as SPECS
 
@@ -28,11 +31,11 @@ def _apply_defaults():
 APPLY = {**_apply_defaults(), "mode": "router"}
 
 
-def common():
+def common(family: str = "wan"):
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_wan_t2v.safetensors", "weight_dtype": "default"}},
-        "4": {"class_type": "VortaTestConditioning", "inputs": {"family": "wan", "seed": 1, "tokens": 7}},
-        "5": {"class_type": "VortaTestConditioning", "inputs": {"family": "wan", "seed": 2, "tokens": 3}},
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": TINY[family], "weight_dtype": "default"}},
+        "4": {"class_type": "VortaTestConditioning", "inputs": {"family": family, "seed": 1, "tokens": 7}},
+        "5": {"class_type": "VortaTestConditioning", "inputs": {"family": family, "seed": 2, "tokens": 3}},
         "6": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 128, "height": 96, "length": 17,
                                                                   "batch_size": 1}},
     }
@@ -62,8 +65,8 @@ def calibrate_prompt(object_info) -> dict:
     return prompt
 
 
-def loader_prompt(name: str):
-    p = common()
+def loader_prompt(name: str, family: str = "wan"):
+    p = common(family)
     p.update({
         "2": {"class_type": "VortaRouterLoader", "inputs": {"router_name": name}},
         "8": {"class_type": "VortaApply", "inputs": {"model": ["1", 0], "router": ["2", 0], **APPLY}},
@@ -109,3 +112,45 @@ def test_headless_server_calibrates_saves_and_loads(harness, comfy_paths, tmp_pa
         assert "calibrated/server_wan.safetensors" in options
         run_prompt(url, loader_prompt("calibrated/server_wan.safetensors"), log_path)
         assert list((base / "output" / "latents").glob("loaded*.latent"))
+
+
+def _defaults(object_info, node: str) -> dict:
+    """Every widget input of ``node`` at the default the server declares."""
+    spec = object_info[node]["input"]
+    return {k: v[1]["default"] for part in ("required", "optional") for k, v in spec.get(part, {}).items()
+            if len(v) > 1 and isinstance(v[1], dict) and "default" in v[1]}
+
+
+def test_headless_server_calibrates_hunyuan_video(harness, comfy_paths, tmp_path):
+    """HunyuanVideo (text tokens in the self-attention) through the same server path: a prompt with the node wired as
+    a user would (BasicScheduler, KSamplerSelect), the file in models/vorta, listed by and loaded through the Router
+    Loader, and generating with it."""
+    comfy, stubs = pathlib.Path(comfy_paths[0]), comfy_paths[1]
+    base = base_folder(tmp_path)
+    (base / "models" / "diffusion_models").mkdir(parents=True)
+    shutil.copy(harness.checkpoint("hunyuan"), base / "models" / "diffusion_models" / TINY["hunyuan"])
+    log_path = tmp_path / "server.log"
+    with comfyui_server(comfy, base, stubs, log_path, ready_path="/object_info/VortaCalibrateRouter") as url:
+        object_info = _get(f"{url}/object_info")
+        prompt = common("hunyuan")
+        prompt.update({
+            "11": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 3,
+                                                              "denoise": 1.0}},
+            "12": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+            "13": {"class_type": "VortaCalibrateRouter", "inputs": {
+                **_defaults(object_info, "VortaCalibrateRouter"), **CALIBRATE, "filename": "calibrated/server_hunyuan",
+                "model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "latent": ["6", 0],
+                "sigmas": ["11", 0], "sampler": ["12", 0]}},
+            "14": {"class_type": "SaveLatent", "inputs": {"samples": ["13", 1], "filename_prefix": "latents/calibrated"}},
+        })
+        run_prompt(url, prompt, log_path)
+        saved = base / "models" / "vorta" / "calibrated" / "server_hunyuan.safetensors"
+        assert saved.is_file(), log_path.read_text()[-3000:]
+        assert "calibrated router saved to" in log_path.read_text()
+
+        loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]
+        assert "calibrated/server_hunyuan.safetensors" in loader["input"]["required"]["router_name"][1]["options"]
+        run_prompt(url, loader_prompt("calibrated/server_hunyuan.safetensors", "hunyuan"), log_path)
+        assert list((base / "output" / "latents").glob("loaded*.latent"))
+        text = log_path.read_text()
+        assert "VORTA (hunyuan, mode=router" in text and "no dense fallbacks" in text, text[-3000:]
