@@ -104,6 +104,30 @@ def test_sliding_launch_configs(case, config, monkeypatch):
     assert err < TOL[dtype], f"relative error {err:.2e} with config {config}"
 
 
+@pytest.mark.parametrize("on_scores", [True, False], ids=["scale-on-scores", "scale-in-q"])
+@pytest.mark.parametrize("case", [CASES[4], ROW_SPLIT_CASE], ids=["padded-text", "row-split"])
+def test_sliding_scale_placement(case, on_scores, monkeypatch):
+    """Both places of the softmax scale (the launcher picks by block size) give the reference's output; forced here
+    on the small blocks the interpreter runs."""
+    import comfyui_vorta.vorta.kernels.sliding_launch as launch
+
+    assert launch.scale_scores(128, False) and not launch.scale_scores(64, False) and not launch.scale_scores(128, True)
+    monkeypatch.setattr(launch, "scale_scores", lambda block_m, quant: on_scores and not quant)
+    monkeypatch.setenv("VORTA_STA_CONFIG", "32,32,4,1,0,16")
+    grid, tile, window, H, routed, (T, valid), layout, B = case
+    g = TokenGrid(*grid)
+    q, k, v = make(B, H, g.numel + T, 32, torch.float16, layout, seed=12)
+    tv = None if valid is None else torch.tensor(valid)
+    p = AttentionProblem(g, VortaConfig(tile=tile, window=window), kv_from="key", text_len=T, text_valid=tv)
+    qs, ks, vs = (as_bshd(x, layout, H) for x in (q, k, v))
+    out = torch.full(qs.shape, float("nan"), dtype=torch.float16, device=DEV)
+    triton_sliding(qs, ks, vs, torch.tensor(routed, device=DEV), out, p)
+    qh, kh, vh = (x.transpose(1, 2)[:, routed].float().cpu() for x in (qs, ks, vs))
+    ref = reference.sliding_tile_attention(qh, kh, vh, g, tile, window, T, tv)
+    err = rel(out[:, :, routed].transpose(1, 2).float().cpu(), ref)
+    assert err < TOL[torch.float16], f"relative error {err:.2e}, scale on scores: {on_scores}"
+
+
 class _Fails:
     """Stands in for the sliding kernel: raises Triton's OutOfResources for the configs in ``fail``
     (as a GPU with little shared memory would), launches the real kernel otherwise."""

@@ -47,6 +47,13 @@ class LaunchConfig(NamedTuple):
 SMALLER_CONFIGS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
 
 
+def scale_scores(block_m: int, quant: bool) -> bool:
+    """Where the softmax scale goes: on the fp32 scores for 128-row (or larger) 16-bit blocks, into q otherwise.
+    H100, same binary (bench/results/2026-11-24-pair-ab-h100.md): 128-row blocks 0-4 % faster on the scores
+    (HunyuanVideo 720p 35.4 -> 34.2 ms), 64-row blocks 24 % slower; the 8-bit path quantizes a pre-scaled q."""
+    return block_m >= 128 and not quant
+
+
 def _pow2_at_least(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(0, (n - 1).bit_length()))
 
@@ -300,7 +307,8 @@ def _sliding_launches(q, kv: KVCopy, out, heads, tile_start, tv, text_valid, g, 
             TF=tile[0], TH=tile[1], TW=tile[2], RF=window[0] // 2, RH=window[1] // 2, RW=window[2] // 2,
             ROW_LO=row_lo, ROWS=n_rows, HAS_TEXT=text_len > 0, HAS_TEXT_VALID=text_valid is not None,
             TEXT_QUERIES=text_queries, BLOCK_M=block_m, BLOCK_N=bn, TAIL_N=tail_n, HEAD_DIM=D, USE_TMA=tma,
-            QUANT=quant, FP8_DOT=not INTERPRET, num_warps=warps, num_stages=config.stages,
+            QUANT=quant, FP8_DOT=not INTERPRET, SCALE_SCORES=scale_scores(block_m, quant), num_warps=warps,
+            num_stages=config.stages,
         )
 
     # Video query tiles: whole blocks of bm rows, then (row_split) the remaining rows in the smallest block.
