@@ -49,8 +49,8 @@ SMALLER_CONFIGS = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 
 
 def scale_scores(block_m: int, quant: bool) -> bool:
     """Where the softmax scale goes: on the fp32 scores for 128-row (or larger) 16-bit blocks, into q otherwise.
-    H100, same binary (bench/results/2026-11-24-pair-ab-h100.md): 128-row blocks 0-4 % faster on the scores
-    (HunyuanVideo 720p 35.4 -> 34.2 ms), 64-row blocks 24 % slower; the 8-bit path quantizes a pre-scaled q."""
+    H100 (bench/results/2026-11-24-scale-on-scores-h100.md): 128-row blocks 0-4 % faster with the scale on the
+    scores (HunyuanVideo 720p 35.6 -> 34.8 ms), 64-row blocks 24 % slower; the 8-bit path quantizes a pre-scaled q."""
     return block_m >= 128 and not quant
 
 
