@@ -3,6 +3,7 @@ from comfy_api.latest import io, ui
 
 from ..vorta.comfy.calibration_node import run_calibration
 from ..vorta.comfy.options import geometry_config
+from ..vorta.comfy.run_info import model_file_in_prompt
 from ..vorta.comfy.setting_specs import CALIBRATE
 from .options import spec_inputs
 from .types import CATEGORY, Router
@@ -32,6 +33,7 @@ class VortaCalibrateRouter(io.ComfyNode):
                 io.Sampler.Input("sampler", tooltip="Your sampler (KSamplerSelect)."),
                 *spec_inputs(CALIBRATE),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # to name the model file where the MODEL does not
             outputs=[
                 Router.Output(display_name="ROUTER", tooltip="The calibrated router, as VORTA Router Loader would load "
                                                              "the saved file; connect it to Apply VORTA (mode router)."),
@@ -49,5 +51,7 @@ class VortaCalibrateRouter(io.ComfyNode):
         v = inputs
         bundle, out, text, image = run_calibration(model, positive, negative, latent, sigmas, sampler, v["cfg"],
                                                    v["noise_seed"], v["add_noise"], v["max_error"], v["filename"],
-                                                   geometry_config(v), v["sample_fraction"])
+                                                   geometry_config(v), v["sample_fraction"],
+                                                   model_file=model_file_in_prompt(getattr(cls.hidden, "prompt", None),
+                                                                                   getattr(cls.hidden, "unique_id", None)))
         return io.NodeOutput(bundle, out, text, image, ui=ui.PreviewText(text))

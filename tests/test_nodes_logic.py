@@ -168,3 +168,23 @@ def test_text_valid_from_additive_mask(text_first):
     hides[..., (T if text_first else 0)] = -1e30
     assert "hides video" in text_valid_from_mask(hides, 1, p)[1]
     assert "per-key" in text_valid_from_mask(torch.zeros(1, 1, 3, L + T), 1, p)[1]
+
+
+def test_model_file_in_prompt_follows_model_links_to_the_loader():
+    from comfyui_vorta.vorta.comfy.run_info import model_file_in_prompt
+
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan/wan2.1_t2v_1.3B_fp16.safetensors"}},
+        "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": "x.safetensors"}},
+        "3": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["2", 0], "shift": 8.0}},
+        "9": {"class_type": "VortaCalibrateRouter", "inputs": {"model": ["3", 0]}},
+        "20": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "hunyuan.safetensors"}},
+        "21": {"class_type": "VortaCalibrateRouter", "inputs": {"model": [20, 0]}},  # int ids as some clients send
+        "30": {"class_type": "A", "inputs": {"model": ["31", 0]}},
+        "31": {"class_type": "B", "inputs": {"model": ["30", 0]}},  # a cycle: no loader
+        "32": {"class_type": "VortaCalibrateRouter", "inputs": {"model": ["30", 0]}},
+    }
+    assert model_file_in_prompt(prompt, "9") == "wan2.1_t2v_1.3B_fp16.safetensors"
+    assert model_file_in_prompt(prompt, 21) == "hunyuan.safetensors"
+    assert model_file_in_prompt(prompt, "32") == ""
+    assert model_file_in_prompt(None, None) == "" and model_file_in_prompt(prompt, "404") == ""

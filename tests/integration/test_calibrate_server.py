@@ -95,6 +95,7 @@ def test_headless_server_calibrates_saves_and_loads(harness, comfy_paths, tmp_pa
         entry = run_prompt(url, prompt, log_path)
         saved = base / "models" / "vorta" / "calibrated" / "server_wan.safetensors"
         assert saved.is_file(), log_path.read_text()[-3000:]
+        assert saved_model(saved) == TINY["wan"]  # named on every ComfyUI (older ones: read from the prompt)
         assert calibrate_id in entry["outputs"] and preview_id in entry["outputs"]  # the report, the image preview
         assert list((base / "output" / "latents").glob("calibrated*.latent"))
         text = log_path.read_text()
@@ -112,6 +113,13 @@ def test_headless_server_calibrates_saves_and_loads(harness, comfy_paths, tmp_pa
         assert "calibrated/server_wan.safetensors" in options
         run_prompt(url, loader_prompt("calibrated/server_wan.safetensors"), log_path)
         assert list((base / "output" / "latents").glob("loaded*.latent"))
+
+
+def saved_model(path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["model"]
 
 
 def _defaults(object_info, node: str) -> dict:
@@ -146,6 +154,7 @@ def test_headless_server_calibrates_hunyuan_video(harness, comfy_paths, tmp_path
         run_prompt(url, prompt, log_path)
         saved = base / "models" / "vorta" / "calibrated" / "server_hunyuan.safetensors"
         assert saved.is_file(), log_path.read_text()[-3000:]
+        assert saved_model(saved) == TINY["hunyuan"]
         assert "calibrated router saved to" in log_path.read_text()
 
         loader = _get(f"{url}/object_info/VortaRouterLoader")["VortaRouterLoader"]

@@ -105,13 +105,14 @@ def target_path(folder: str, name: str) -> tuple:
 
 
 def save_router(result: CalibratedRouter, run: CalibrationRun, meta: Dict[str, str], model, folder: str,
-               name: str) -> tuple:
+               name: str, model_file: str = "") -> tuple:
     """Write the file (never over another) and load it back through the Router Loader's own path, so the ROUTER
     handed to Apply VORTA is exactly what the file gives.  Returns (path, note, RouterBundle)."""
     from .loading import load_bundle
 
     path, note = target_path(folder, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    model_name = model_file_name(model) or f"{meta['model_class']} (file name not recorded by this ComfyUI)"
+    model_name = (model_file_name(model) or model_file
+                  or f"{meta['model_class']} (file name not recorded by this ComfyUI)")
     save_safetensors(result.routers, path, run.problem.config, model=model_name, extra=meta)
     return path, note, load_bundle(path)

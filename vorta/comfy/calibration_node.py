@@ -27,9 +27,10 @@ def measurement_cost(problem, fraction: float) -> float:
 
 def run_calibration(model, positive, negative, latent: dict, sigmas: torch.Tensor, sampler, cfg: float, seed: int,
                     add_noise: bool, max_error: float, filename: str, config: Optional[VortaConfig] = None,
-                    fraction: float = DEFAULT_FRACTION, folder: Optional[str] = None):
+                    fraction: float = DEFAULT_FRACTION, folder: Optional[str] = None, model_file: str = ""):
     """Returns (RouterBundle, sampled LATENT, report text, IMAGE); the router file is in ``folder``
-    (``models/vorta`` by default)."""
+    (``models/vorta`` by default).  ``model_file``: the loaded file as the prompt names it, where the MODEL does
+    not record it (older ComfyUI)."""
     if not 0.0 <= max_error:
         raise ValueError(f"max_error must be >= 0, got {max_error}")
     if sigmas.numel() < 2:
@@ -39,7 +40,7 @@ def run_calibration(model, positive, negative, latent: dict, sigmas: torch.Tenso
     result = build_router(run, run.adapter.time_mlp(dm), max_error)
     meta = calibration_metadata(run, result, model, sigmas, sampler, cfg, seed, max_error, fraction)
     folder = folder or router_folder()
-    path, note, bundle = save_router(result, run, meta, model, folder, filename)
+    path, note, bundle = save_router(result, run, meta, model, folder, filename, model_file)
     a, p, cal = run.adapter, run.problem, run.calibration
     header = [
         f"VORTA calibration: {bundle.routers.metadata.get('model')} ({a.family}, {a.num_layers} layers x {a.heads} "

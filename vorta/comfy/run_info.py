@@ -18,6 +18,29 @@ def model_file_name(model) -> str:
     return os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else ""
 
 
+# the inputs that name a model file in ComfyUI's loaders (UNETLoader, CheckpointLoaderSimple, GGUF loaders)
+_FILE_INPUTS = ("unet_name", "ckpt_name")
+
+
+def model_file_in_prompt(prompt, node_id, input_name: str = "model") -> str:
+    """The model file behind ``input_name`` of node ``node_id`` in an API prompt (ComfyUI's hidden PROMPT): the
+    link followed back through model-patching nodes (LoRA, ModelSamplingSD3, ...) to the loader; '' if none.
+    Older ComfyUI does not record the file on the MODEL itself, but the prompt always says what was loaded."""
+    seen = set()
+    try:
+        value = prompt[str(node_id)]["inputs"].get(input_name)
+        while isinstance(value, list) and value and str(value[0]) not in seen:
+            seen.add(str(value[0]))
+            inputs = prompt[str(value[0])].get("inputs", {})
+            for key in _FILE_INPUTS:
+                if isinstance(inputs.get(key), str):
+                    return os.path.basename(inputs[key])
+            value = inputs.get("model")
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return ""
+
+
 def sampler_name(sampler) -> str:
     """``euler`` for ComfyUI's KSAMPLER objects (``sample_euler``), else the object's class name."""
     fn = getattr(sampler, "sampler_function", None)
