@@ -29,9 +29,10 @@ Schedules: sigmas of ComfyUI's flow model sampling (``ModelSamplingDiscreteFlow`
 ``simple``, ``sgm_uniform`` and ``beta`` schedulers, computed with ComfyUI's formulas (``flow_sigmas``; the
 integration test compares them with ComfyUI's own).  One calibration at ``simple`` 20 steps, shift 5; every other row
 is a direct calibration of that schedule (the ground truth) against what the 20-step calibration decides there:
-``nearest`` (timestep table), ``interp`` (errors linear in t, what the router is fitted to), ``router`` (the fitted
-router).  Columns as in ``calibration_transfer.py``; "at switches" scores only the cells whose two bracketing
-calibrated steps decide differently (``switching``), the cells where the choice of a way matters.
+``nearest`` (timestep table), ``linear`` (errors linear in t), ``interp`` (log errors linear in t, the pack's rule
+and what the router is fitted to), ``router`` (the fitted router).  Columns as in ``calibration_transfer.py``; "at
+switches" scores only the cells whose two bracketing calibrated steps decide differently (``switching``), the cells
+where the choice of a way matters.
 """
 from __future__ import annotations
 
