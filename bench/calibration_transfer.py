@@ -9,7 +9,8 @@ truth, and the decisions the 20-step calibration gives at that schedule's timest
 three ways of carrying them over:
 
 * ``nearest``: the decisions of the nearest calibrated timestep (a timestep-keyed table, no interpolation);
-* ``interp``: errors interpolated linearly in t, then the rule (what the fit targets);
+* ``linear``: errors interpolated linearly in t, then the rule (the pack's rule before the planted measurement);
+* ``interp``: ``log(error + 0.001)`` interpolated linearly in t, then the rule (``errors_at``: what the fit targets);
 * ``router``: the fitted router itself (official form, read through ``RouterSet.decide`` as sampling does).
 
 A second 20-step calibration with another seed and prompt is the noise floor: how much calibration varies on the
@@ -119,6 +120,7 @@ def transfer(cal_t, cal_errors, truth_t, truth_errors, costs, routers: Dict[floa
         cal_dec = decide(cal_errors, costs, b)
         at = switching(cal_t, cal_dec, truth_t)
         ways = {"nearest": nearest_at(cal_t, cal_dec, truth_t),
+                "linear": decide(errors_at(cal_t, cal_errors, truth_t, "linear"), costs, b),
                 "interp": decide(errors_at(cal_t, cal_errors, truth_t), costs, b),
                 "router": torch.stack([router.decide(router_input(family, mlp, torch.tensor([float(x)])))
                                        for x in truth_t])}
@@ -131,13 +133,17 @@ def _pct(x: float) -> str:
     return "-" if x != x else f"{x:.1%}"  # NaN: no switch cell
 
 
+WAYS = ("nearest", "linear", "interp", "router")
+
+
 def table(rows) -> List[str]:
     """Markdown table of (schedule, knob, own, cells) rows (``transfer``)."""
-    lines = ["| applied to | max_error | agreement nearest / interp / router | at switches (share of cells): "
-             "nearest / interp / router | mean real error: direct / nearest / interp / router | sparse heads over "
-             "budget x1.2: nearest / interp / router | FLOPs saved: direct / router |", "|---|---|---|---|---|---|---|"]
+    ways = " / ".join(WAYS)
+    lines = [f"| applied to | max_error | agreement {ways} | at switches (share of cells): {ways} | mean real error: "
+             f"direct / {ways} | sparse heads over budget x1.2: {ways} | FLOPs saved: direct / router |",
+             "|---|---|---|---|---|---|---|"]
     for name, b, own, c in rows:
-        w = [c[k] for k in ("nearest", "interp", "router")]
+        w = [c[k] for k in WAYS]
         lines.append(f"| {name} | {b:.3f} | {' / '.join(_pct(x['agree']) for x in w)} | ({own['switches']:.1%}) "
                      f"{' / '.join(_pct(x['switch']) for x in w)} | {own['error']:.3f} / "
                      f"{' / '.join(format(x['error'], '.3f') for x in w)} | {' / '.join(_pct(x['over']) for x in w)} "

@@ -76,7 +76,7 @@ def test_tiny_run_end_to_end():
     assert [r[0] for r in rows] == ["simple 20, shift 5, other prompt (noise floor)", "simple 30, shift 5"]
     for _, b, own, cells in rows:
         assert own["agree"] == 1.0 and b == 0.05
-        assert set(cells) == {"nearest", "interp", "router"}
+        assert set(cells) == {"nearest", "linear", "interp", "router"}
         for c in cells.values():
             assert 0.5 <= c["agree"] <= 1.0 and 0.0 <= c["over"] <= 1.0
     assert rows[1][2]["switches"] > 0  # the 30-step schedule has cells between calibrated steps that switch
