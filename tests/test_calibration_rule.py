@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from comfyui_vorta.vorta.calibrate import branch_errors
-from comfyui_vorta.vorta.calibration_rule import (branch_costs, chosen_error, decide, errors_at, evaluate, nearest_at,
-                                                  tradeoff)
+from comfyui_vorta.vorta.calibration_rule import (LOG_OFFSET, branch_costs, chosen_error, decide, errors_at, evaluate,
+                                                  nearest_at, tradeoff)
 from comfyui_vorta.vorta.config import CORESET, FULL, PRESETS, SLIDING
 from comfyui_vorta.vorta.geometry import TokenGrid
 from comfyui_vorta.vorta.routing import AttentionProblem
@@ -53,15 +53,44 @@ def test_tradeoff_curve_is_monotone_and_within_budget():
     assert evaluate(e, COSTS, 0.3) == points[2]
 
 
-def test_errors_between_calibrated_timesteps_are_linear_and_constant_beyond():
+@pytest.mark.parametrize("space", ["log", "linear"])
+def test_errors_between_calibrated_timesteps_interpolate_and_are_constant_beyond(space):
     t = torch.tensor([900.0, 500.0, 100.0], dtype=torch.float64)  # sampling order: falling t
     e = torch.tensor([[0.0, 0.4, 0.1], [0.0, 0.2, 0.3], [0.0, float("nan"), 0.5]], dtype=torch.float64)
-    got = errors_at(t, e, torch.tensor([1000.0, 900.0, 700.0, 500.0, 300.0, 100.0, 0.0]))
-    torch.testing.assert_close(got[:5, 2], torch.tensor([0.1, 0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
-    torch.testing.assert_close(got[:4, 1], torch.tensor([0.4, 0.4, 0.3, 0.2], dtype=torch.float64))
+    got = errors_at(t, e, torch.tensor([1000.0, 900.0, 700.0, 500.0, 300.0, 100.0, 0.0]), space)
+    if space == "linear":
+        mid = lambda a, b: (a + b) / 2  # noqa: E731
+    else:  # the geometric mean of (error + LOG_OFFSET), less the offset
+        mid = lambda a, b: math.sqrt((a + LOG_OFFSET) * (b + LOG_OFFSET)) - LOG_OFFSET  # noqa: E731
+    torch.testing.assert_close(got[:, 2], torch.tensor([0.1, 0.1, mid(0.1, 0.3), 0.3, mid(0.3, 0.5), 0.5, 0.5],
+                                                       dtype=torch.float64))
+    torch.testing.assert_close(got[:4, 1], torch.tensor([0.4, 0.4, mid(0.4, 0.2), 0.2], dtype=torch.float64))
     assert got[3, 1] == 0.2  # exactly the calibrated value although its neighbour is NaN
     assert torch.isnan(got[4:, 1]).all()  # NaN (never measured) spreads only towards itself: full attention there
+    assert (got[:, 0] == 0).all()  # full attention: 0 everywhere, bit for bit
     assert nearest_at(t, e, torch.tensor([720.0, 680.0]))[:, 2].tolist() == [0.1, 0.3]
+
+
+def test_log_interpolation_places_a_multiplicative_rise_where_it_crosses_the_budget():
+    # a sliding error that grows tenfold per calibrated step (0.002 -> 0.02 -> 0.2), as a head's attention leaves the
+    # window; at a budget of 0.05 the true crossing, 0.4 of the way from 0.02 to 0.2 in log, is where log
+    # interpolation puts it; linear interpolation drops sliding after a sixth of the way
+    t = torch.tensor([300.0, 200.0, 100.0], dtype=torch.float64)
+    e = torch.tensor([[0.0, 0.9, 0.002], [0.0, 0.9, 0.02], [0.0, 0.9, 0.2]], dtype=torch.float64)
+    q = torch.linspace(100.0, 200.0, 101, dtype=torch.float64)
+    truth = 0.02 * 10 ** ((200.0 - q) / 100.0)
+    assert ((errors_at(t, e, q)[:, SLIDING] - truth).abs() / truth).max() <= 0.05
+    cross = lambda err: float(q[(err <= 0.05)].min())  # noqa: E731  smallest t where sliding is within budget
+    assert abs(cross(errors_at(t, e, q)[:, SLIDING]) - cross(truth)) <= 1.0
+    assert cross(errors_at(t, e, q, "linear")[:, SLIDING]) - cross(truth) >= 20.0
+    with pytest.raises(ValueError, match="space"):
+        errors_at(t, e, q, "cubic")
+
+
+def test_exact_branches_stay_exact_between_exact_steps_at_knob_zero():
+    t = torch.tensor([900.0, 100.0], dtype=torch.float64)
+    e = torch.tensor([[0.0, 0.3, 0.0], [0.0, 0.3, 0.0]], dtype=torch.float64)
+    assert (decide(errors_at(t, e, torch.tensor([500.0, 123.4])), COSTS, 0.0) == SLIDING).all()
 
 
 def test_one_calibrated_timestep_is_constant_everywhere():

@@ -3,10 +3,10 @@
 Why a fitted router and not a new file type: the result then loads, validates and routes through exactly the code
 the released routers use (``router_files``, ``RoutingPlan``, the preview), and answers every timestep a sampler
 can ask for.  The router input depends only on t, so the decisions wanted at *every* t are known in advance:
-the calibrated steps' own decisions, and between them the rule applied to linearly interpolated errors
-(``calibration_rule``).  We fit on a dense grid of t: for Wan every integer 0..1000, which is every input the router
-can ever see (the official input truncates t to an integer, ``vorta.timestep``); for HunyuanVideo t is a float and
-the grid is 0.5 apart.
+the calibrated steps' own decisions, and between them the rule applied to interpolated errors (log scale, linear
+in t: ``calibration_rule.errors_at``).  We fit on a dense grid of t: for Wan every integer 0..1000, which is every
+input the router can ever see (the official input truncates t to an integer, ``vorta.timestep``); for HunyuanVideo
+t is a float and the grid is 0.5 apart.
 
 Fit: least squares of the logits to ``margin * (one_hot - 1/3)`` over the grid, in the span of the features
 ``[silu(router_input(t)), 1]`` (solved in its M x M Gram form, M = grid points), truncated at a relative singular

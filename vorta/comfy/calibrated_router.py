@@ -13,7 +13,7 @@ import torch
 from ..calibrate import DEFAULT_FRACTION
 from ..calibration_file import (CALIBRATION_VERSION, ERROR_METRIC, encode_decisions, encode_errors, pack_version)
 from ..calibration_fit import FitReport, fit_routers, grid_targets, router_features
-from ..calibration_rule import DEFAULT_BUDGETS, TradeoffPoint, branch_costs, decide, evaluate, tradeoff
+from ..calibration_rule import DEFAULT_BUDGETS, LOG_OFFSET, TradeoffPoint, branch_costs, decide, evaluate, tradeoff
 from ..router import RouterSet, official_layer_names
 from ..router_files import save_safetensors
 from .calibrate import CalibrationRun
@@ -62,7 +62,8 @@ def calibration_metadata(run: CalibrationRun, result: CalibratedRouter, model, s
         "model_class": type(model.get_model_object("diffusion_model")).__name__,
         "max_error": repr(float(max_error)), "knob": "max_error", "error_metric": ERROR_METRIC,
         "decision_rule": "cheapest branch (attention FLOPs) whose calibrated error <= max_error, else full",
-        "interpolation": "errors linear in t between calibrated timesteps, constant beyond; routers fitted to it",
+        "interpolation": f"log(error + {LOG_OFFSET:g}) linear in t between calibrated timesteps, constant beyond; "
+                         "routers fitted to it",
         "sample_fraction": repr(float(fraction)), "calibration_grid": ",".join(map(str, grid)),
         "text_tokens": str(run.problem.text_len),
         "sampler": sampler_name(sampler), "scheduler": scheduler_name(ms, sigmas), "steps": str(sigmas.numel() - 1),

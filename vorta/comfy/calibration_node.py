@@ -55,7 +55,7 @@ def run_calibration(model, positive, negative, latent: dict, sigmas: torch.Tenso
         f"saved: {path}{note}",
         result.fit.describe(),
     ]
-    footer = ["", "Between calibrated steps the errors are interpolated linearly in t (constant beyond the "
+    footer = ["", "Between calibrated steps the errors are interpolated in t on a log scale (constant beyond the "
                   "calibrated range); other step counts and schedulers use the same router. To trade speed for "
                   "error differently, calibrate again with another max_error (the table above is what you get)."]
     text = report_text(header, cal, result.chosen, result.curve, result.stats, footer)
