@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from comfyui_vorta.vorta.calibration_file import (CalibrationInfo, check_reproduces, decode_decisions, decode_errors,
-                                                  encode_decisions, encode_errors, pack_version, reproduced_share)
+                                                  encode_decisions, encode_errors, pack_version, reproduced_share,
+                                                  time_fingerprint)
 from comfyui_vorta.vorta.calibration_fit import fit_routers, grid_targets, router_features, time_grid
 from comfyui_vorta.vorta.calibration_rule import decide, errors_at
 from comfyui_vorta.vorta.config import VortaConfig
@@ -112,13 +113,30 @@ def test_save_load_round_trip_reproduces_decisions_and_metadata(fitted, tmp_path
 
 
 def test_a_file_calibrated_on_another_model_is_refused(fitted):
+    """The time fingerprint refuses every other model (here: 10 other time MLPs, a 30 % weight change) and accepts
+    the same model in bf16, fp16 or fp8 values; files without a fingerprint fall back to the decisions share."""
     t, e, mlp, routers, report, _ = fitted
-    info = CalibrationInfo(t, decide(e, COSTS, 0.2), 1.0, 0.05, 0.2, model="model-A.safetensors")
-    # Margin is thin on this fixture: most of its decisions do not change with t, so random time MLPs of other seeds
-    # reproduce 85-98 % of them (seed 11: 90.4 %, seed 3: 85 %); real models are the test of the 90 % threshold.
-    assert reproduced_share(routers, info, "wan", time_mlp(3)) < 0.9
-    with pytest.raises(RouterFileError, match="calibrated on model-A.safetensors"):
-        check_reproduces(routers, info, "wan", time_mlp(3))
+    dec = decide(e, COSTS, 0.2)
+    info = CalibrationInfo(t, dec, 1.0, 0.05, 0.2, model="model-A.safetensors", fingerprint=time_fingerprint("wan", mlp))
+    fine_tuned = time_mlp(0)
+    with torch.no_grad():
+        for p in fine_tuned.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05 * 0.3)
+    for other in [time_mlp(seed) for seed in range(1, 11)] + [fine_tuned]:
+        with pytest.raises(RouterFileError, match="calibrated on model-A.safetensors: this model's time embedding"):
+            check_reproduces(routers, info, "wan", other)
+    fp8 = time_mlp(0)
+    with torch.no_grad():
+        for p in fp8.parameters():
+            p.copy_(p.to(torch.float8_e4m3fn).float())
+    for same in (mlp, time_mlp(0).to(torch.bfloat16), time_mlp(0).half(), fp8):
+        assert check_reproduces(routers, info, "wan", same) >= 0.99
+    # no fingerprint (files of an earlier version): the share of reproduced decisions, thin on this fixture (most
+    # of its decisions do not change with t, so other time MLPs reproduce 85-98 % of them)
+    old = CalibrationInfo(t, dec, 1.0, 0.05, 0.2, model="model-A.safetensors")
+    assert reproduced_share(routers, old, "wan", time_mlp(3)) < 0.9
+    with pytest.raises(RouterFileError, match="calibrated on model-A.safetensors: on this model it reproduces"):
+        check_reproduces(routers, old, "wan", time_mlp(3))
     with pytest.raises(RouterFileError, match="does not fit"):  # the existing checks: other dims
         check_fits(routers, "wan", LAYERS, HEADS, DIM * 2)
     with pytest.raises(RouterFileError, match="hunyuan"):

@@ -84,6 +84,7 @@ class CalibrationInfo:
     model: str = ""
     expert: str = "all"
     errors: Optional[torch.Tensor] = None  # (N, layers, heads, 3) when recorded
+    fingerprint: Optional[torch.Tensor] = None  # time_fingerprint of the model calibrated on, when recorded
 
     @classmethod
     def from_metadata(cls, meta: Dict[str, str], layers: int, heads: int, source: str = "router") -> Optional["CalibrationInfo"]:
@@ -98,11 +99,40 @@ class CalibrationInfo:
             if "calibration_errors" in meta:
                 shape = json.loads(meta["calibration_errors_shape"])
                 errors = decode_errors(meta["calibration_errors"], shape)
+            fingerprint = None
+            if "time_fingerprint" in meta:
+                fingerprint = torch.tensor(json.loads(meta["time_fingerprint"]), dtype=torch.float64)
+                if fingerprint.shape != (len(FINGERPRINT_T), FINGERPRINT_WIDTH):
+                    raise ValueError(f"time_fingerprint of shape {tuple(fingerprint.shape)}")
             return cls(t, dec, float(meta["sigma_max"]), float(meta["sigma_min"]), float(meta["max_error"]),
-                       meta.get("model", ""), meta.get("expert", "all"), errors)
+                       meta.get("model", ""), meta.get("expert", "all"), errors, fingerprint)
         except (KeyError, ValueError, TypeError, zlib.error, json.JSONDecodeError, RuntimeError) as e:
             raise RouterFileError(f"{source}: calibration metadata is damaged ({type(e).__name__}: {e}); calibrate "
                                   "again with VORTA Calibrate Router") from None
+
+
+FINGERPRINT_T = (0.0, 250.0, 500.0, 750.0, 999.0)
+FINGERPRINT_WIDTH = 16
+SAME_MODEL_SIMILARITY = 0.95  # below: the time embedding of another model (fp8/bf16 copies of one model: > 0.999)
+
+
+def time_fingerprint(family: str, time_mlp, device=None) -> torch.Tensor:
+    """(5, 16): the router input at five timesteps through fixed random projections (seed 0), 80 numbers.
+
+    Why: the routers read the model's time embedding, so that is what identifies "the model it was calibrated on";
+    decisions alone cannot (a head whose branch does not change with t reproduces on any model)."""
+    if device is None:  # the weights' device
+        device = next((p.device for p in time_mlp.parameters()), None)
+    feats = torch.cat([router_input(family, time_mlp, torch.tensor([t], device=device)).double().cpu()
+                       for t in FINGERPRINT_T])
+    proj = torch.randn(feats.shape[1], FINGERPRINT_WIDTH, generator=torch.Generator().manual_seed(0),
+                       dtype=torch.float64)
+    return feats @ proj
+
+
+def fingerprint_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The smallest cosine similarity of the two fingerprints' rows (1.0: the same time embedding)."""
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
 
 
 def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp, tau_sparse: float = OFFICIAL_TAU_SPARSE,
@@ -120,7 +150,16 @@ def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, tim
 
 def check_reproduces(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp, source: str = "router",
                      device=None, refuse_below: float = 0.9) -> float:
-    """``reproduced_share``, raising ``RouterFileError`` below ``refuse_below`` (another model's calibration)."""
+    """``reproduced_share``, raising ``RouterFileError`` (another model's calibration) where the recorded time
+    fingerprint differs from this model's or the share is below ``refuse_below``."""
+    if info.fingerprint is not None:
+        similarity = fingerprint_similarity(info.fingerprint, time_fingerprint(family, time_mlp, device))
+        if not similarity >= SAME_MODEL_SIMILARITY:
+            raise RouterFileError(
+                f"{source} was calibrated on {info.model or 'another model'}: this model's time embedding, which the "
+                f"routers read, differs from that model's (similarity {similarity:.2f}, the same model scores "
+                f">= {SAME_MODEL_SIMILARITY}). Calibrate this model with VORTA Calibrate Router, or load the router "
+                "made for it.")
     share = reproduced_share(routers, info, family, time_mlp, device=device)
     if share < refuse_below:
         raise RouterFileError(

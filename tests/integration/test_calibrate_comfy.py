@@ -149,6 +149,8 @@ def test_two_experts_record_their_sigma_range(pack, harness, models_dir):
     assert mh["scheduler"] == "simple, steps 0-3 of 6" and ml["scheduler"] == "simple, steps 3-6 of 6"
     assert float(mh["sigma_min"]) == pytest.approx(float(first[-2])) and float(mh["sigma_max"]) == 1.0
     assert float(ml["sigma_max"]) == pytest.approx(float(second[0]))
+    with pytest.raises(RouterFileError, match="time embedding"):  # the other expert (other weights): refused
+        apply_vorta(low, Settings(mode="router"), r_high)
     # the high-noise router over the whole schedule (its own model, so the router is accepted): steps 3-6 lie
     # outside the part it was calibrated for, and the run summary says so
     patched = apply_vorta(high, Settings(mode="router"), r_high)

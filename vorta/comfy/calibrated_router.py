@@ -11,7 +11,8 @@ from typing import Dict, List
 import torch
 
 from ..calibrate import DEFAULT_FRACTION
-from ..calibration_file import (CALIBRATION_VERSION, ERROR_METRIC, encode_decisions, encode_errors, pack_version)
+from ..calibration_file import (CALIBRATION_VERSION, ERROR_METRIC, encode_decisions, encode_errors, pack_version,
+                                time_fingerprint)
 from ..calibration_fit import FitReport, fit_routers, grid_targets, router_features
 from ..calibration_rule import DEFAULT_BUDGETS, LOG_OFFSET, TradeoffPoint, branch_costs, decide, evaluate, tradeoff
 from ..router import RouterSet, official_layer_names
@@ -29,6 +30,7 @@ class CalibratedRouter:
     curve: List[TradeoffPoint]
     fit: FitReport
     stats: List[dict]
+    fingerprint: torch.Tensor  # time_fingerprint of the model calibrated on
 
 
 def layer_names(adapter) -> List[str]:
@@ -48,7 +50,8 @@ def build_router(run: CalibrationRun, time_mlp, max_error: float) -> CalibratedR
     routers, fit = fit_routers(a.family, layer_names(a), features, targets, anchors)
     budgets = sorted(set(DEFAULT_BUDGETS) | {float(max_error)})
     return CalibratedRouter(routers, decisions, evaluate(cal.errors, costs, max_error),
-                            tradeoff(cal.errors, costs, budgets), fit, step_stats(cal, decisions))
+                            tradeoff(cal.errors, costs, budgets), fit, step_stats(cal, decisions),
+                            time_fingerprint(a.family, time_mlp))
 
 
 def calibration_metadata(run: CalibrationRun, result: CalibratedRouter, model, sigmas: torch.Tensor, sampler,
@@ -80,6 +83,7 @@ def calibration_metadata(run: CalibrationRun, result: CalibratedRouter, model, s
                            "grid_agreement": result.fit.grid_agreement, "rcond": result.fit.rcond,
                            "rank": result.fit.rank}),
         "calibration_seconds": f"{run.seconds:.1f}",
+        "time_fingerprint": json.dumps([[float(f"{v:.6g}") for v in row] for row in result.fingerprint.tolist()]),
     }
 
 
