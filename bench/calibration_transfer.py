@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from comfyui_vorta.vorta.calibration_fit import FitReport, fit_routers, grid_targets, router_features
-from comfyui_vorta.vorta.calibration_rule import branch_costs, chosen_error, decide, errors_at, nearest_at
+from comfyui_vorta.vorta.calibration_rule import branch_costs, chosen_error, decide, errors_at
 from comfyui_vorta.vorta.config import FULL, VortaConfig
 from comfyui_vorta.vorta.router import RouterSet, official_layer_names
 from comfyui_vorta.vorta.timestep import router_input
@@ -62,6 +62,13 @@ def run(model, sampler: str, scheduler: str, steps: int, seed: int, fraction: fl
     shape = (1, SPEC.channels, (SPEC.frames - 1) // 4 + 1, SPEC.res[0] // 8, SPEC.res[1] // 8)
     return calibrate(model, conditioning(seed), conditioning(seed + 1000), {"samples": torch.zeros(shape)}, sigmas,
                      comfy.samplers.sampler_object(sampler), 5.0, seed, True, CONFIG, fraction)
+
+
+def nearest_at(cal_t: torch.Tensor, cal_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(M, ...) the value of the nearest calibrated timestep (the simple table the interpolation is compared to)."""
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    idx = (t[:, None] - cal_t.double()[None, :]).abs().argmin(1)
+    return cal_values[idx]
 
 
 def switching(cal_t: torch.Tensor, cal_decisions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

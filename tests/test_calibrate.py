@@ -66,7 +66,8 @@ def independent_errors(q, k, v, p: AttentionProblem, rows: torch.Tensor) -> torc
 def test_planted_heads_are_recovered_and_errors_match_the_references():
     q, k, v = planted_heads()
     p = AttentionProblem(GRID, CONFIG)
-    e = branch_errors(q, k, v, p, fraction=1.0).relative()
+    c = branch_errors(q, k, v, p, fraction=1.0)
+    e = relative_error(c.err_sq, c.ref_sq)
     assert e[SLIDING, 0] < 1e-5 and e[CORESET, 0] > 0.3  # local
     assert e[CORESET, 1] < 1e-5 and e[SLIDING, 1] > 0.3  # redundant inside buckets
     assert e[CORESET, 2] > 0.3 and e[SLIDING, 2] > 0.3  # global
@@ -83,7 +84,8 @@ def test_sampled_errors_equal_independent_errors_on_the_sampled_rows(fraction, s
     assert s.tiles.numel() == math.ceil(fraction * 125) and s.tiles.unique().numel() == s.tiles.numel()
     e = branch_errors(q, k, v, p, fraction=fraction, salt=salt)
     assert e.rows == s.count * q.shape[0]
-    torch.testing.assert_close(e.relative(), independent_errors(q, k, v, p, s.rows), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(relative_error(e.err_sq, e.ref_sq), independent_errors(q, k, v, p, s.rows), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_salts_spread_the_sample_over_the_grid():
@@ -104,7 +106,8 @@ def test_text_tokens_and_padding_hunyuan_style(text_first, valid):
     q, k, v = (torch.randn(2, p.seq_len, 3, 16, generator=g) for _ in range(3))
     e = branch_errors(q, k, v, p, fraction=0.5, salt=2)
     rows = sample_rows(p, 0.5, 2).rows + p.video_row0
-    torch.testing.assert_close(e.relative(), independent_errors(q, k, v, p, rows), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(relative_error(e.err_sq, e.ref_sq), independent_errors(q, k, v, p, rows), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_dense_output_as_reference_and_small_memory_chunks_change_nothing():
@@ -150,8 +153,8 @@ def test_table_pools_calls_at_one_timestep_like_one_batch():
     table.skip("a reason")
     cal = table.result()
     assert cal.t.tolist() == [900.0, 500.0] and cal.calls.tolist() == [[1, 0], [0, 2]]
-    torch.testing.assert_close(cal.errors[1, 1], both.relative().T)
-    torch.testing.assert_close(cal.errors[0, 0], both.relative().T)
+    torch.testing.assert_close(cal.errors[1, 1], relative_error(both.err_sq, both.ref_sq).T)
+    torch.testing.assert_close(cal.errors[0, 0], relative_error(both.err_sq, both.ref_sq).T)
     assert torch.isnan(cal.errors[0, 1]).all() and torch.isnan(cal.errors[1, 0]).all()  # never measured
     assert cal.skipped == {"a reason": 1} and cal.rows == 2 * both.rows
 
@@ -161,9 +164,9 @@ def test_empty_table_says_why():
         CalibrationTable(1, 1).result()
 
 
-def test_call_errors_relative_matches_helper():
+def test_relative_error_per_branch_of_one_call():
     e = CallErrors(torch.tensor([[0.0], [4.0], [1.0]], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64), 1)
-    assert e.relative().flatten().tolist() == [0.0, 1.0, 0.5]
+    assert relative_error(e.err_sq, e.ref_sq).flatten().tolist() == [0.0, 1.0, 0.5]
 
 
 @pytest.mark.parametrize("grid,bucket,ratio", [((5, 10, 10), (1, 2, 2), 0.5), ((5, 7, 9), (2, 3, 2), 0.5),

@@ -7,13 +7,14 @@ import math
 import pathlib
 import sys
 
+import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import calibration_transfer_planted as planted  # noqa: E402
-from calibration_transfer import switching  # noqa: E402
+from calibration_transfer import nearest_at, switching  # noqa: E402
 from comfyui_vorta.vorta.config import CORESET, SLIDING  # noqa: E402
 from comfyui_vorta.vorta.routing import AttentionProblem  # noqa: E402
 
@@ -82,3 +83,10 @@ def test_tiny_run_end_to_end():
     assert rows[1][2]["switches"] > 0  # the 30-step schedule has cells between calibrated steps that switch
     text = "\n".join(planted.table([(f"{r[0]}", *r[1:]) for r in rows]))
     assert text.count("\n| simple") == 2
+
+
+def test_nearest_at_takes_the_nearest_calibrated_timestep():
+    t = torch.tensor([1000.0, 800.0, 600.0], dtype=torch.float64)
+    values = torch.tensor([[0.1], [0.3], [0.5]])
+    assert nearest_at(t, values, torch.tensor([720.0, 680.0, 1200.0, 0.0]))[:, 0].tolist() == pytest.approx(
+        [0.3, 0.5, 0.1, 0.5])

@@ -255,10 +255,6 @@ class CallErrors:
     ref_sq: torch.Tensor
     rows: int
 
-    def relative(self) -> torch.Tensor:
-        """(3, H) relative L2 error of this call alone."""
-        return relative_error(self.err_sq, self.ref_sq)
-
 
 def relative_error(err_sq: torch.Tensor, ref_sq: torch.Tensor) -> torch.Tensor:
     """sqrt(err_sq / ref_sq), broadcasting ``ref_sq`` over a leading branch axis; 0/0 = 0, x/0 = inf; NaN stays."""

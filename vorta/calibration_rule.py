@@ -113,12 +113,5 @@ def errors_at(cal_t: torch.Tensor, cal_errors: torch.Tensor, t: torch.Tensor, sp
     return torch.where(w == 0, ce[lo], torch.where(w == 1, ce[hi], mixed))  # exact at a calibrated t, NaN or not
 
 
-def nearest_at(cal_t: torch.Tensor, cal_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """(M, ...) the value of the nearest calibrated timestep (the simple table the interpolation is compared to)."""
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-    idx = (t[:, None] - cal_t.double()[None, :]).abs().argmin(1)
-    return cal_values[idx]
-
-
 __all__ = ["DEFAULT_BUDGETS", "LOG_OFFSET", "branch_costs", "decide", "chosen_error", "TradeoffPoint", "evaluate",
-           "tradeoff", "errors_at", "nearest_at", "FULL", "CORESET", "SLIDING"]
+           "tradeoff", "errors_at", "FULL", "CORESET", "SLIDING"]
