@@ -154,3 +154,16 @@ def test_metadata_codecs_and_damage():
     assert CalibrationInfo.from_metadata({"format": "vorta-router"}, 2, 3) is None
     with pytest.raises(RouterFileError, match="calibration metadata is damaged"):
         CalibrationInfo.from_metadata({"calibrated": "1", "calibration_t": "[1, 2]"}, 2, 3, source="x.safetensors")
+
+
+PINNED_POSITIVE = 40985
+PINNED_ROWS = [[1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0]]
+
+
+def test_fingerprint_projection_is_pinned():
+    """Stored fingerprints compare only through the same projection: it is integer arithmetic, pinned here."""
+    from comfyui_vorta.vorta.calibration_file import _projection
+
+    p = _projection(5120)
+    assert p.shape == (5120, 16) and set(p.unique().tolist()) == {-1.0, 1.0}
+    assert int((p > 0).sum()) == PINNED_POSITIVE and (p[:2] > 0).int().tolist() == PINNED_ROWS

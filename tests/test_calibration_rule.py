@@ -104,3 +104,14 @@ def test_decide_broadcasts_over_steps_layers_heads():
     assert decide(e, COSTS, 0.1).shape == (2, 3, 4)
     with pytest.raises(RuntimeError):
         decide(torch.zeros(2, 2), COSTS, 0.1)
+
+
+def test_log_interpolation_stays_between_its_neighbours():
+    """exp/log rounding must not step outside the two calibrated values (a budget equal to the larger one would
+    otherwise drop a branch both neighbours allow)."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(20000, generator=g, dtype=torch.float64) * 0.5
+    b = a * (1 + (torch.rand(20000, generator=g, dtype=torch.float64) - 0.5) * 1e-12)  # nearly equal neighbours
+    cal_t = torch.tensor([1000.0, 0.0], dtype=torch.float64)
+    got = errors_at(cal_t, torch.stack([a, b]), torch.linspace(1, 999, 37, dtype=torch.float64))
+    assert (got <= torch.maximum(a, b)).all() and (got >= torch.minimum(a, b)).all()

@@ -183,8 +183,12 @@ def test_model_file_in_prompt_follows_model_links_to_the_loader():
         "30": {"class_type": "A", "inputs": {"model": ["31", 0]}},
         "31": {"class_type": "B", "inputs": {"model": ["30", 0]}},  # a cycle: no loader
         "32": {"class_type": "VortaCalibrateRouter", "inputs": {"model": ["30", 0]}},
+        "40": {"class_type": "DiffusionModelLoaderKJ", "inputs": {"model_name": "kj/wan_14b.safetensors"}},
+        "41": {"class_type": "SomePatch", "inputs": {"model": ["40", 0], "model_name": "not_the_model.pth"}},
+        "42": {"class_type": "VortaCalibrateRouter", "inputs": {"model": ["41", 0]}},
     }
     assert model_file_in_prompt(prompt, "9") == "wan2.1_t2v_1.3B_fp16.safetensors"
     assert model_file_in_prompt(prompt, 21) == "hunyuan.safetensors"
     assert model_file_in_prompt(prompt, "32") == ""
+    assert model_file_in_prompt(prompt, "42") == "wan_14b.safetensors"  # model_name read only on a source node
     assert model_file_in_prompt(None, None) == "" and model_file_in_prompt(prompt, "404") == ""

@@ -106,7 +106,9 @@ def errors_at(cal_t: torch.Tensor, cal_errors: torch.Tensor, t: torch.Tensor, sp
     w = w.reshape(-1, *([1] * (ce.ndim - 1)))
     if space == "log":
         ln = torch.log(ce + LOG_OFFSET)
-        mixed = (torch.exp(ln[lo] * (1 - w) + ln[hi] * w) - LOG_OFFSET).clamp_min(0)
+        mixed = torch.exp(ln[lo] * (1 - w) + ln[hi] * w) - LOG_OFFSET
+        # within the two neighbours, as linear interpolation is (exp/log rounding may step a few ulp outside)
+        mixed = torch.maximum(torch.minimum(mixed, torch.maximum(ce[lo], ce[hi])), torch.minimum(ce[lo], ce[hi]))
     else:
         mixed = ce[lo] * (1 - w) + ce[hi] * w
     mixed = torch.where(ce[lo] == ce[hi], ce[lo], mixed)  # equal neighbours: that value, bit for bit (0 stays 0)

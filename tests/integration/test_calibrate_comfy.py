@@ -236,3 +236,24 @@ def test_apply_node_audit_input(pack, harness, mode, branches):
     assert "error vs full attention of the chosen branch: " in summary, summary
     for branch in branches:
         assert f"{branch} mean" in summary, summary
+
+
+def test_run_summary_names_the_backend_of_this_run_only(pack, harness):
+    """The summary's backend is what ran in *this* run: a later run of the same patched model that routes no sparse
+    head names none (the branch cache outlives runs)."""
+    import nodes  # ComfyUI's
+
+    from comfyui_vorta.vorta.comfy.install import find_patch
+
+    apply = pack["VortaApply"]
+    inputs = {i.id: i for i in apply.define_schema().inputs}
+    defaults = {k: i.default for k, i in inputs.items() if getattr(i, "default", None) is not None}
+    patched = apply.execute(model=harness.load("wan_t2v"), **{**defaults, "mode": "sliding", "start_percent": 0.5,
+                                                              "backend": "torch"}).result[0]
+    pos, neg = conds(harness, "wan")
+    harness.sample(patched, LATENT, pos, neg, steps=6)
+    assert "backend torch->torch" in find_patch(patched).last_summary, find_patch(patched).last_summary
+    nodes.KSamplerAdvanced().sample(patched, "enable", 0, 6, 3.0, "euler", "simple", pos, neg,
+                                    {"samples": torch.zeros(LATENT)}, 0, 1, "enable")  # step 0 only: dense
+    summary = find_patch(patched).last_summary
+    assert "backend" not in summary and "sliding 0%" in summary, summary

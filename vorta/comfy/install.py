@@ -133,7 +133,8 @@ class VortaPatch:
         try:
             return executor(*args, **kwargs)
         finally:
-            parts = [f"{self.adapter.family}, {describe(self.settings)}", self.plan.geometry_text(), self._backend_text()]
+            parts = [f"{self.adapter.family}, {describe(self.settings)}", self.plan.geometry_text(),
+                     self.stats.backend_text(self.settings.backend)]
             prefix = f"VORTA ({'; '.join(p for p in parts if p)})"
             self.last_summary = self.stats.summary(prefix)
             log.info(self.last_summary)
@@ -182,11 +183,6 @@ class VortaPatch:
         problem = self.plan.problem_for(layout)
         step = self.plan.decisions_at(dm, sigma, t_scalar, x.device)
         return CallState(dm, layout, problem, step, t_scalar, sigma)
-
-    def _backend_text(self) -> str:
-        """The branches that ran, e.g. 'backend auto->triton' ('' before any routed call)."""
-        ran = sorted({b.name for b in self._branches.values()})
-        return f"backend {self.settings.backend}->{'/'.join(ran)}" if ran else ""
 
     def _base_branches(self, device) -> Branches:
         key = str(device)

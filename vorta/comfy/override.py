@@ -128,7 +128,8 @@ class CallRouter:
         branches = dataclasses.replace(self.branches_for(q.device),
                                        full=full_branch(delegate.exact, layout, args, kwargs))
         out = routed_attention(q, k, v, heads, groups, problem, layout=layout, branches=branches)
-        self.stats.add_call(counts, attention_flops(problem, q.shape[0], counts, head_dim=out.shape[-1] // heads))
+        self.stats.add_call(counts, attention_flops(problem, q.shape[0], counts, head_dim=out.shape[-1] // heads),
+                            branches.name)
         return out
 
     def _not_routed(self, delegate: Delegate, args, kwargs):

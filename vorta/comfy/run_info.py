@@ -18,8 +18,10 @@ def model_file_name(model) -> str:
     return os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else ""
 
 
-# the inputs that name a model file in ComfyUI's loaders (UNETLoader, CheckpointLoaderSimple, GGUF loaders)
+# the inputs that name a model file in ComfyUI's loaders (UNETLoader, CheckpointLoaderSimple, GGUF loaders), and
+# a looser one read only on a node with no model input of its own (a loader such as KJNodes' DiffusionModelLoaderKJ)
 _FILE_INPUTS = ("unet_name", "ckpt_name")
+_SOURCE_FILE_INPUTS = ("model_name",)
 
 
 def model_file_in_prompt(prompt, node_id, input_name: str = "model") -> str:
@@ -32,7 +34,8 @@ def model_file_in_prompt(prompt, node_id, input_name: str = "model") -> str:
         while isinstance(value, list) and value and str(value[0]) not in seen:
             seen.add(str(value[0]))
             inputs = prompt[str(value[0])].get("inputs", {})
-            for key in _FILE_INPUTS:
+            keys = _FILE_INPUTS if "model" in inputs else _FILE_INPUTS + _SOURCE_FILE_INPUTS
+            for key in keys:
                 if isinstance(inputs.get(key), str):
                     return os.path.basename(inputs[key])
             value = inputs.get("model")

@@ -23,6 +23,7 @@ class RunStats:
     fallbacks: Dict[str, int] = field(default_factory=dict)
     core_sparse_exact: int = 0  # routed calls whose full heads stepped over core's "Model Sparse Attention"
     core_sparse_kept: int = 0  # calls VORTA did not route, left to core's "Model Sparse Attention"
+    backends: set = field(default_factory=set)  # the sparse branch implementations that ran this run ('triton', ...)
     reporters: list = field(default_factory=list)  # objects with reset() and summary() -> str: added to the line
     _logged: set = field(default_factory=set)
 
@@ -32,11 +33,19 @@ class RunStats:
         self.routed_calls = self.model_calls = self.skipped_calls = 0
         self.fallbacks = {}
         self.core_sparse_exact = self.core_sparse_kept = 0
+        self.backends = set()
         for r in self.reporters:
             r.reset()
 
-    def add_call(self, heads_per_branch: Sequence[int], flops: Optional[Dict[str, float]]) -> None:
+    def backend_text(self, requested: str) -> str:
+        """'backend auto->triton': what ran this run for ``requested`` ('' when no sparse head ran)."""
+        return f"backend {requested}->{'/'.join(sorted(self.backends))}" if self.backends else ""
+
+    def add_call(self, heads_per_branch: Sequence[int], flops: Optional[Dict[str, float]], backend: str = "") -> None:
+        """A routed call; ``backend`` names the sparse branches' implementation where a sparse head ran."""
         self.routed_calls += 1
+        if backend and sum(heads_per_branch[1:]):
+            self.backends.add(backend)
         for i, n in enumerate(heads_per_branch):
             self.heads[i] += int(n)
         if flops:
