@@ -47,9 +47,8 @@ def compile_sm90(tile: Tuple[int, int, int], config: Tuple[int, int, int, int], 
     tokens = tile[0] * tile[1] * tile[2]
     const = dict(TF=tile[0], TH=tile[1], TW=tile[2], RF=1, RH=1, RW=1, ROW_LO=0, ROWS=tokens - tokens % bm or tokens,
                  HAS_TEXT=False, HAS_TEXT_VALID=False, TEXT_QUERIES=False, BLOCK_M=bm, BLOCK_N=bn, TAIL_N=tail_n,
-                 HEAD_DIM=128, USE_TMA=True, QUANT=quant, FP8_DOT=True, PAIR_M=0, PAIR_ROWS=0,
+                 HEAD_DIM=128, USE_TMA=True, QUANT=quant, FP8_DOT=True,
                  SCALE_SCORES=scale_scores(bm, quant))  # as the launcher picks
-    const = {k: v for k, v in const.items() if k in inspect.signature(kernel.fn).parameters}
     sig = _signature(kernel, const, quant, bn, tail_n)
     return triton.compile(ASTSource(kernel, sig, constexprs=const), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=warps, num_stages=stages))

@@ -167,3 +167,13 @@ def test_fingerprint_projection_is_pinned():
     p = _projection(5120)
     assert p.shape == (5120, 16) and set(p.unique().tolist()) == {-1.0, 1.0}
     assert int((p > 0).sum()) == PINNED_POSITIVE and (p[:2] > 0).int().tolist() == PINNED_ROWS
+
+
+def test_fingerprint_margins_bench_runs(capsys):
+    """bench/fingerprint_margins.py (the numbers behind SAME_MODEL_SIMILARITY) still runs and prints its table."""
+    import pathlib
+    import runpy
+
+    runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "bench" / "fingerprint_margins.py"),
+                   run_name="__main__")
+    assert "| fp8 e4m3 values | 0.99" in capsys.readouterr().out

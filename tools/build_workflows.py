@@ -371,7 +371,8 @@ WORKFLOWS: List[Workflow] = [
             f"the steps, coreset until {_pct(WAN22_SWITCH)}, sliding tile after. **VORTA Settings** picks the geometry "
             f"(preset wan2.2-5b-720p: {_geometry('wan2.2-5b-720p')} on the "
             f"{'x'.join(map(str, PRESETS['wan2.2-5b-720p'].latent_grid))} token grid) and the coreset-to-sliding "
-            "switch; without it Apply VORTA uses the preset for the detected model. For image to video, connect a start image to the latent node.",
+            "switch; without it Apply VORTA uses the preset for the detected model. For image to video, connect a "
+            "start image to the latent node.",
             _PREVIEW])),
     Workflow(
         name="VORTA Wan2.1 1.3B calibrate", mode_line="calibrate, then generate, 480p", **WAN13_T2V_480P,

@@ -113,13 +113,13 @@ class CalibrationInfo:
 
 FINGERPRINT_T = (0.0, 250.0, 500.0, 750.0, 999.0)
 FINGERPRINT_WIDTH = 16
-# below: another model's time embedding (measured on test models: bf16/fp16/fp8 copies of one model > 0.998, 4-bit
-# round-to-nearest weights 0.97, 3-bit 0.90; other models and a 30 % weight change below)
+# below: another model's time embedding (bench/fingerprint_margins.py on test models: bf16/fp16/fp8 copies of one
+# model > 0.998, 4-bit round-to-nearest weights 0.97, 3-bit 0.90; other models and a 30 % weight change below)
 SAME_MODEL_SIMILARITY = 0.95
 
 
 def time_fingerprint(family: str, time_mlp, device=None) -> torch.Tensor:
-    """(5, 16): the router input at five timesteps through fixed random projections (seed 0), 80 numbers.
+    """(5, 16): the router input at five timesteps through 16 fixed +-1 projections (``_projection``), 80 numbers.
 
     Why: the routers read the model's time embedding, so that is what identifies "the model it was calibrated on";
     decisions alone cannot (a head whose branch does not change with t reproduces on any model)."""
@@ -147,8 +147,8 @@ def fingerprint_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
 
 
-def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp, tau_sparse: float = OFFICIAL_TAU_SPARSE,
-                     device=None) -> float:
+def reproduced_share(routers: RouterSet, info: CalibrationInfo, family: str, time_mlp,
+                     tau_sparse: float = OFFICIAL_TAU_SPARSE, device=None) -> float:
     """Share of the recorded (step, layer, head) decisions these routers make on *this* model's time embedding.
 
     Why: the routers read the model's own time embedding, so a router calibrated on another model with the same

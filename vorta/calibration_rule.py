@@ -9,16 +9,12 @@ Between calibrated timesteps the errors are interpolated linearly in t *in log s
 ``errors_at``) and the rule is applied to the result; beyond the calibrated range the nearest calibrated timestep's
 errors are used (constant extrapolation). Why errors and not decisions: the errors move smoothly with the noise
 level, so interpolating them places each switch between two calibrated steps where the error crosses the budget,
-instead of at the midpoint a nearest-step table would choose. Why in log space: a branch's error grows
-multiplicatively where a head changes type (the attention mass a sparse branch misses is a softmax tail, exponential
-in score gaps that move with the noise level), from ~0 to tens of percent between two coarse calibrated steps, and
-budgets sit in the low part of that range; a linear interpolation overestimates the error there and drops the branch
-too early (or takes it too late). On planted heads whose type switches with sigma
-(``bench/calibration_transfer_planted.py``) log interpolation decides 82-100 % of the switch cells of schedules
-never calibrated on as a direct calibration does, linear interpolation 67-100 %, the nearest step 47-94 %; linear
-interpolation errs on the safe side (fewer heads over budget, up to 2.1 pp fewer FLOPs saved), log interpolation
-matches the direct calibration's savings (``bench/results``). The offset keeps exact branches (error 0) finite and
-makes the transform linear far below any useful budget.
+instead of at the midpoint a nearest-step table would choose. Why in log space: where a head changes type its
+branch error grows multiplicatively (a softmax tail), from ~0 to tens of percent between two calibrated steps, and a
+linear interpolation overestimates it where budgets sit. Measured on planted heads that switch with sigma
+(``bench/calibration_transfer_planted.py``, ``bench/results/2026-11-24-calibration-transfer-cpu.md``): at the
+switch cells of unseen schedules log interpolation matches a direct calibration on 82-100 %, linear 67-100 %,
+nearest step 47-94 %.  The offset keeps exact branches (error 0) finite.
 """
 from __future__ import annotations
 
@@ -107,11 +103,10 @@ def errors_at(cal_t: torch.Tensor, cal_errors: torch.Tensor, t: torch.Tensor, sp
     if space == "log":
         ln = torch.log(ce + LOG_OFFSET)
         mixed = torch.exp(ln[lo] * (1 - w) + ln[hi] * w) - LOG_OFFSET
-        # within the two neighbours, as linear interpolation is (exp/log rounding may step a few ulp outside)
-        mixed = torch.maximum(torch.minimum(mixed, torch.maximum(ce[lo], ce[hi])), torch.minimum(ce[lo], ce[hi]))
     else:
         mixed = ce[lo] * (1 - w) + ce[hi] * w
-    mixed = torch.where(ce[lo] == ce[hi], ce[lo], mixed)  # equal neighbours: that value, bit for bit (0 stays 0)
+    # within the two neighbours (rounding may step a few ulp outside; equal neighbours give their value bit for bit)
+    mixed = torch.maximum(torch.minimum(mixed, torch.maximum(ce[lo], ce[hi])), torch.minimum(ce[lo], ce[hi]))
     return torch.where(w == 0, ce[lo], torch.where(w == 1, ce[hi], mixed))  # exact at a calibrated t, NaN or not
 
 

@@ -220,15 +220,19 @@ def test_audit_reports_the_measured_error_of_the_chosen_branches(harness, models
     assert "full mean 0.000" in find_patch(full).last_summary
 
 
+def apply_node(pack, model, **changes):
+    """Apply VORTA as the node runs it: every input at its declared default but ``changes``."""
+    apply = pack["VortaApply"]
+    defaults = {i.id: i.default for i in apply.define_schema().inputs if getattr(i, "default", None) is not None}
+    return apply.execute(model=model, **{**defaults, **changes}).result[0]
+
+
 @pytest.mark.parametrize("mode,branches", [("sliding", ["sliding"]), ("schedule", ["coreset", "sliding"])])
 def test_apply_node_audit_input(pack, harness, mode, branches):
     """The audit reports for any routing, not only calibrated routers: a forced branch and the schedule."""
-    apply = pack["VortaApply"]
-    inputs = {i.id: i for i in apply.define_schema().inputs}
+    inputs = {i.id: i for i in pack["VortaApply"].define_schema().inputs}
     assert inputs["audit_heads"].default == 0 and list(inputs)[-1] == "audit_heads"  # last: old workflows keep working
-    defaults = {k: i.default for k, i in inputs.items() if getattr(i, "default", None) is not None}
-    m = harness.load("wan_t2v")
-    patched = apply.execute(model=m, **{**defaults, "mode": mode, "start_percent": 0.0, "audit_heads": 2}).result[0]
+    patched = apply_node(pack, harness.load("wan_t2v"), mode=mode, start_percent=0.0, audit_heads=2)
     harness.sample(patched, LATENT, *conds(harness, "wan"), steps=4)
     from comfyui_vorta.vorta.comfy.install import find_patch
 
@@ -245,11 +249,7 @@ def test_run_summary_names_the_backend_of_this_run_only(pack, harness):
 
     from comfyui_vorta.vorta.comfy.install import find_patch
 
-    apply = pack["VortaApply"]
-    inputs = {i.id: i for i in apply.define_schema().inputs}
-    defaults = {k: i.default for k, i in inputs.items() if getattr(i, "default", None) is not None}
-    patched = apply.execute(model=harness.load("wan_t2v"), **{**defaults, "mode": "sliding", "start_percent": 0.5,
-                                                              "backend": "torch"}).result[0]
+    patched = apply_node(pack, harness.load("wan_t2v"), mode="sliding", start_percent=0.5, backend="torch")
     pos, neg = conds(harness, "wan")
     harness.sample(patched, LATENT, pos, neg, steps=6)
     assert "backend torch->torch" in find_patch(patched).last_summary, find_patch(patched).last_summary

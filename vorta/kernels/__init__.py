@@ -43,7 +43,7 @@ BACKENDS = ("auto", "triton", "triton-8bit", "torch")  # what select_branches ac
 
 
 def select_branches(backend: str = "auto", device=None):
-    """Branch implementations for ``vorta.routing.routed_attention``: 'auto', 'triton', 'triton-8bit' or 'torch'.
+    """Branch implementations for ``vorta.routing.routed_attention``, one of ``BACKENDS``.
     'auto' runs the bf16 kernels: the 8-bit path is opt-in (its error depends on the model's activations)."""
     from ..routing import REFERENCE_BRANCHES
 
