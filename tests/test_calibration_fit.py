@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import sys
 
 import pytest
 import torch
-import torch.nn as nn
 
 from comfyui_vorta.vorta.calibration_file import (CalibrationInfo, check_reproduces, decode_decisions, decode_errors,
                                                   encode_decisions, encode_errors, pack_version, reproduced_share,
@@ -21,13 +22,8 @@ COSTS = torch.tensor([1.0, 0.25, 0.135], dtype=torch.float64)
 LAYERS, HEADS, DIM = 3, 4, 256
 
 
-def time_mlp(seed: int, dim: int = DIM) -> nn.Module:
-    torch.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0.0, 0.05)
-    return m
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
+from fingerprint_margins import time_mlp  # noqa: E402  (a Wan-shaped random time MLP of width DIM by default)
 
 
 def synthetic_calibration(steps: int = 20, seed: int = 0):
@@ -171,7 +167,6 @@ def test_fingerprint_projection_is_pinned():
 
 def test_fingerprint_margins_bench_runs(capsys):
     """bench/fingerprint_margins.py (the numbers behind SAME_MODEL_SIMILARITY) still runs and prints its table."""
-    import pathlib
     import runpy
 
     runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "bench" / "fingerprint_margins.py"),
